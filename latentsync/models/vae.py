@@ -1,0 +1,234 @@
+"""The LatentSync VAE: diffusers ``AutoencoderKL`` (stabilityai/sd-vae-ft-mse), loaded strictly.
+
+Accepted weights:
+- a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors`` or ``.bin``);
+- one ``.safetensors`` / ``.ckpt`` / ``.pt`` / ``.bin`` file, either in the original LDM key format (for example
+  ``vae-ft-mse-840000-ema-pruned.safetensors`` from ComfyUI's ``models/vae``; keys may carry a
+  ``first_stage_model.`` or ``vae.`` prefix, as inside a full Stable Diffusion checkpoint) or in diffusers format.
+  Single files use the config we ship (``configs/vae/config.json``) unless a config is given.
+
+Every parameter of the model must come from the file (no random fallback): missing, unexpected or wrong-shape keys
+raise :class:`~latentsync.errors.CheckpointMismatchError`. Nothing is ever fetched from the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from latentsync.errors import CheckpointMismatchError, MissingWeightsError
+
+logger = logging.getLogger(__name__)
+
+VAE_SCALING = 0.18215
+VAE_SHIFT = 0.0
+VAE_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "vae" / "config.json"
+DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                          "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
+_LDM_PREFIXES = ("first_stage_model.", "vae.")
+_IGNORED_PREFIXES = ("loss.", "model_ema.")  # training leftovers in some .ckpt files; never model weights
+_VAE_ROOTS = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+
+
+def load_vae_config(path: str | Path | None = None) -> dict:
+    """The AutoencoderKL config (ours by default)."""
+    with open(path or VAE_CONFIG_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise CheckpointMismatchError(f"VAE checkpoint {path} does not hold a state dict (got {type(obj).__name__}).")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def ldm_vae_key(key: str, n_blocks: int = 4) -> str:
+    """The original LDM name of a diffusers AutoencoderKL key (inverse of diffusers' converter; used for tests
+    and for naming unexpected keys)."""
+    simple = {"conv_norm_out.": "norm_out."}
+    for a, b in simple.items():
+        key = re.sub(rf"^(encoder|decoder)\.{re.escape(a)}", rf"\1.{b}", key)
+    m = re.match(r"^encoder\.down_blocks\.(\d+)\.(resnets|downsamplers)\.(\d+)\.(.*)$", key)
+    if m:
+        i, kind, j, rest = m.groups()
+        if kind == "resnets":
+            return f"encoder.down.{i}.block.{j}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+        return f"encoder.down.{i}.downsample.{rest}"
+    m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.*)$", key)
+    if m:
+        i, kind, j, rest = m.groups()
+        b = n_blocks - 1 - int(i)
+        if kind == "resnets":
+            return f"decoder.up.{b}.block.{j}.{rest.replace('conv_shortcut', 'nin_shortcut')}"
+        return f"decoder.up.{b}.upsample.{rest}"
+    m = re.match(r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)$", key)
+    if m:
+        part, j, rest = m.groups()
+        return f"{part}.mid.block_{int(j) + 1}.{rest}"
+    m = re.match(r"^(encoder|decoder)\.mid_block\.attentions\.0\.(.*)$", key)
+    if m:
+        part, rest = m.groups()
+        rest = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}.get(
+            rest.rsplit(".", 1)[0], rest.rsplit(".", 1)[0]) + "." + rest.rsplit(".", 1)[1]
+        return f"{part}.mid.attn_1.{rest}"
+    return key
+
+
+def diffusers_to_ldm_vae(state_dict: Mapping[str, torch.Tensor], n_blocks: int = 4) -> dict[str, torch.Tensor]:
+    """Rename a diffusers AutoencoderKL state dict to the original LDM layout (attention weights as 1x1 convs)."""
+    out = {}
+    for k, v in state_dict.items():
+        name = ldm_vae_key(k, n_blocks)
+        if ".mid.attn_1." in name and name.endswith("weight") and v.ndim == 2:
+            v = v[:, :, None, None]
+        out[name] = v
+    return out
+
+
+def _is_ldm(keys) -> bool:
+    return any(".mid.block_1." in k or ".down.0.block." in k or ".mid.attn_1." in k for k in keys)
+
+
+def _fix_deprecated_attention(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Old diffusers files name the VAE attention query/key/value/proj_attn."""
+    ren = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
+    out = {}
+    for k, v in sd.items():
+        if ".mid_block.attentions." in k:
+            for a, b in ren.items():
+                k = k.replace(a, b)
+        out[k] = v
+    return out
+
+
+def to_diffusers_vae_state_dict(sd: Mapping[str, torch.Tensor], config: dict
+                                ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Accept LDM (optionally prefixed) or diffusers keys; return (diffusers state dict, source keys that the
+    LDM conversion could not place — these are unexpected keys)."""
+    keys = list(sd)
+    prefix = next((p for p in _LDM_PREFIXES if any(k.startswith(p) for k in keys)), "")
+    if prefix:  # e.g. a whole SD checkpoint: keep only its VAE part
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    ignored = [k for k in sd if k.startswith(_IGNORED_PREFIXES)]
+    if ignored:
+        logger.debug("VAE %s: ignoring %d training keys (%s ...)", source, len(ignored), ignored[0])
+    sd = {k: v for k, v in sd.items() if not k.startswith(_IGNORED_PREFIXES)}
+    if not _is_ldm(sd):
+        return _fix_deprecated_attention(dict(sd)), []
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    n = len(config["down_block_types"])
+    converted = convert_ldm_vae_checkpoint(dict(sd), config)
+    consumed = {ldm_vae_key(k, n) for k in converted}
+    # the diffusers converter silently skips keys it does not know: we report them
+    return converted, sorted(k for k in sd if k not in consumed)
+
+
+def _mismatch_text(source: str, missing, unexpected, wrong, limit: int = 8) -> str:
+    lines = [f"The VAE checkpoint {source} does not match the VAE config (AutoencoderKL, sd-vae-ft-mse layout; "
+             "key names in diffusers form unless they come from an LDM file):"]
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if items:
+            shown = ", ".join(items[:limit]) + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+            lines.append(f"  {len(items)} {title}: {shown}")
+    lines.append("LatentSync needs the sd-vae-ft-mse VAE (stabilityai/sd-vae-ft-mse or "
+                 "vae-ft-mse-840000-ema-pruned.safetensors); `python -m latentsync download` fetches it.")
+    return "\n".join(lines)
+
+
+def _build_empty(config: dict):
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL
+
+    with init_empty_weights():
+        return AutoencoderKL.from_config(config)
+
+
+def load_vae_state_dict(vae, state_dict: Mapping[str, torch.Tensor], source: str, dtype: torch.dtype,
+                        unplaced: list[str] = ()) -> None:
+    """Strictly assign ``state_dict`` (diffusers keys) to ``vae`` (built on the meta device); ``unplaced`` are
+    source keys already known to be unexpected."""
+    expected = vae.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = list(unplaced) + [k for k in state_dict if k not in expected]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        raise CheckpointMismatchError(_mismatch_text(source, missing, unexpected, wrong))
+    sd = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    vae.load_state_dict(sd, strict=True, assign=True)
+
+
+def load_vae(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             config: dict | str | Path | None = None):
+    """Load the VAE from a diffusers folder or a single file (LDM or diffusers keys). Returns an eval-mode
+    ``diffusers.AutoencoderKL`` on ``device`` in ``dtype``. Raises MissingWeightsError / CheckpointMismatchError."""
+    path = Path(path)
+    if path.is_dir():
+        cfg_file = path / "config.json"
+        weights = next((path / n for n in DIFFUSERS_WEIGHT_NAMES if (path / n).is_file()), None)
+        if weights is None or (config is None and not cfg_file.is_file()):
+            raise MissingWeightsError(
+                f"VAE folder {path} is incomplete: it needs config.json and one of {', '.join(DIFFUSERS_WEIGHT_NAMES)}."
+                " `python -m latentsync download` fetches stabilityai/sd-vae-ft-mse.")
+        cfg = config if isinstance(config, dict) else load_vae_config(config or cfg_file)
+    elif path.is_file():
+        weights = path
+        cfg = config if isinstance(config, dict) else load_vae_config(config)
+    else:
+        raise MissingWeightsError(f"VAE weights not found: {path} does not exist.")
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    state_dict, unplaced = to_diffusers_vae_state_dict(_read_file(weights), cfg)
+    vae = _build_empty(cfg)
+    load_vae_state_dict(vae, state_dict, str(weights), dtype, unplaced)
+    logger.info("Loaded VAE from %s", weights)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+def _slices(n: int, size: int | None):
+    size = n if not size or size <= 0 else int(size)
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.inference_mode()
+def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None,
+           slice_size: int | None = None) -> torch.Tensor:
+    """Images (N,3,H,W) in [-1,1] → latents (N,4,H/8,W/8) = (sample of the latent distribution − 0) × 0.18215.
+
+    The Gaussian noise for all N images is drawn at once (shape (N,4,h,w), with ``generator``, like diffusers'
+    ``latent_dist.sample(generator)`` on the whole batch), so the result does not depend on ``slice_size``.
+    """
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if images.ndim != 4:
+        raise ValueError(f"encode expects images (N,3,H,W), got shape {tuple(images.shape)}")
+    images = images.to(device=vae.device, dtype=vae.dtype)
+    means, stds = [], []
+    for a, b in _slices(images.shape[0], slice_size):
+        dist = vae.encode(images[a:b]).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return (mean + std * noise - VAE_SHIFT) * VAE_SCALING
+
+
+@torch.inference_mode()
+def decode(vae, latents: torch.Tensor, slice_size: int | None = None) -> torch.Tensor:
+    """Latents (N,4,h,w) → images (N,3,8h,8w) in about [-1,1] (not clamped), decoded ``slice_size`` at a time."""
+    if latents.ndim != 4:
+        raise ValueError(f"decode expects latents (N,4,h,w), got shape {tuple(latents.shape)}")
+    latents = latents.to(device=vae.device, dtype=vae.dtype) / VAE_SCALING + VAE_SHIFT
+    return torch.cat([vae.decode(latents[a:b]).sample for a, b in _slices(latents.shape[0], slice_size)])
