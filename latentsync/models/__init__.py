@@ -1,0 +1,84 @@
+"""The three LatentSync networks as one object: ``load_models(paths, device, dtype) -> LatentSyncModels``.
+
+Submodules (``unet3d``, ``loading``, ``vae``, ``whisper``) are imported lazily so that importing one of them
+does not pull in the others.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LatentSyncModels:
+    """UNet (3-D, 13 input channels), VAE (diffusers AutoencoderKL), Whisper feature encoder, and their config."""
+
+    unet: Any
+    vae: Any
+    audio_encoder: Any
+    config: dict = field(default_factory=dict)
+    version: str = "1.6"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def resolution(self) -> int:
+        """Face crop size in pixels (512 for 1.6, 256 for 1.5, or the tiny models' own value)."""
+        return int(self.config.get("resolution", 512))
+
+    def to(self, device=None, dtype=None) -> "LatentSyncModels":
+        """Move (and/or cast) every network; returns self."""
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        self.unet.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=dtype)
+        self.audio_encoder.to(device=device, dtype=dtype)
+        self.device, self.dtype = device, dtype
+        return self
+
+    def release(self) -> None:
+        """Drop the networks so their memory can be freed (the object is unusable afterwards)."""
+        self.unet = self.vae = self.audio_encoder = None
+        gc.collect()
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _unet_config(paths) -> dict | str:
+    """A ``unet_config.json`` next to the UNet checkpoint (tiny models) wins over the shipped config."""
+    local = Path(paths.unet).parent / "unet_config.json"
+    if local.is_file():
+        import json
+
+        return json.loads(local.read_text())
+    from ..config import load_unet_config
+
+    return load_unet_config(paths.version)
+
+
+def load_models(paths, device="cpu", dtype=torch.float32) -> LatentSyncModels:
+    """Load the UNet, VAE and Whisper encoder named by ``paths`` (a ``checkpoints.ModelPaths``) in eval mode."""
+    from .loading import load_unet
+    from .vae import load_vae
+    from .whisper import load_whisper_encoder
+
+    device = torch.device(device)
+    config = _unet_config(paths)
+    log.info("loading LatentSync %s models on %s (%s)", paths.version, device, dtype)
+    unet = load_unet(paths.unet, config, device=device, dtype=dtype).eval()
+    vae = load_vae(paths.vae, device, dtype).eval()
+    encoder = load_whisper_encoder(paths.whisper, device=device, dtype=dtype)
+    unet_config = dict(config) if isinstance(config, dict) else {}
+    if "resolution" not in unet_config:
+        from ..config import load_unet_config
+
+        unet_config["resolution"] = load_unet_config(paths.version).get("resolution", 512)
+    return LatentSyncModels(unet, vae, encoder, unet_config, str(paths.version), device, dtype)
