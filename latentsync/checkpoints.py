@@ -1,0 +1,266 @@
+"""Find, report and download the LatentSync weights.
+
+Layout of a models folder (the same for downloads, the pack's ``checkpoints/`` and ComfyUI's ``models/latentsync``)::
+
+    latentsync_unet.pt            UNet of LatentSync 1.6 (ByteDance/LatentSync-1.6); .safetensors also accepted
+    unet_config.json              optional: UNet config next to the UNet (tiny test models); else configs/unet/
+    whisper/tiny.pt               OpenAI Whisper tiny (audio encoder)
+    vae/                          diffusers folder of stabilityai/sd-vae-ft-mse (config.json + weights)
+    latentsync-1.5/latentsync_unet.pt   UNet of LatentSync 1.5 (256 px); whisper/ and vae/ are shared
+
+Search order for every file: the explicit ``models_dir`` → the caller's ``search_dirs`` (the ComfyUI nodes pass
+their ``models/latentsync`` folders) → ``<pack>/checkpoints``. The VAE may also be a single file in one of
+``vae_dirs`` (ComfyUI's ``models/vae``) whose name says it is sd-vae-ft-mse. This module never imports ComfyUI.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from latentsync.errors import InputError, MissingWeightsError
+
+logger = logging.getLogger(__name__)
+
+PACK_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+VERSIONS = ("1.6", "1.5")
+UNET_REPOS = {"1.6": "ByteDance/LatentSync-1.6", "1.5": "ByteDance/LatentSync-1.5"}
+VAE_REPO = "stabilityai/sd-vae-ft-mse"
+UNET_NAMES = ("latentsync_unet.pt", "latentsync_unet.safetensors")
+UNET_CONFIG_NAME = "unet_config.json"
+WHISPER_NAME = "whisper/tiny.pt"
+VAE_DIR = "vae"
+VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+VAE_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+VAE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where the weights of one LatentSync version are. ``vae`` is a diffusers folder or a single file;
+    ``unet_config`` is the ``unet_config.json`` found next to the UNet (None → our shipped config)."""
+
+    unet: Path
+    whisper: Path
+    vae: Path
+    version: str = "1.6"
+    unet_config: Path | None = None
+
+
+def _check_version(version: str) -> str:
+    version = str(version)
+    if version not in VERSIONS:
+        raise InputError(f"Unknown LatentSync version {version!r}; choose one of {', '.join(VERSIONS)}.")
+    return version
+
+
+def version_subdir(version: str) -> str:
+    """Sub-folder of a models root that holds the UNet of ``version`` ('' for 1.6, the default)."""
+    return "" if _check_version(version) == "1.6" else f"latentsync-{version}"
+
+
+def _roots(models_dir, search_dirs: Iterable) -> list[Path]:
+    roots = []
+    for d in [models_dir, *search_dirs, PACK_CHECKPOINTS]:
+        if d is None or str(d) == "":
+            continue
+        p = Path(d).expanduser()
+        if p not in roots:
+            roots.append(p)
+    return roots
+
+
+def _unet_dirs(version: str, roots: list[Path]) -> list[Path]:
+    """1.5 and 1.6 UNets have the same file name and key layout, so 1.5 lives only in its sub-folder (a 1.6 UNet
+    must never be picked up for 1.5 by accident)."""
+    sub = version_subdir(version)
+    return [r / sub if sub else r for r in roots]
+
+
+def _shared_dirs(version: str, roots: list[Path]) -> list[Path]:
+    sub = version_subdir(version)
+    return [d for r in roots for d in ([r / sub, r] if sub else [r])]
+
+
+def _is_vae_folder(d: Path) -> bool:
+    return (d / "config.json").is_file() and any((d / n).is_file() for n in VAE_WEIGHT_NAMES)
+
+
+def _vae_file_rank(name: str) -> int | None:
+    """0 = certainly sd-vae-ft-mse, 1 = an sd-vae file of the SD-1.x family; None = not usable (e.g. SDXL, Flux)."""
+    n = name.lower().replace("_", "-")
+    if "xl" in n or "flux" in n or "sd3" in n:
+        return None
+    if "ft-mse" in n or "ftmse" in n:
+        return 0
+    if "sd-vae" in n:
+        return 1
+    return None
+
+
+def _vae_in(d: Path) -> Path | None:
+    if _is_vae_folder(d):
+        return d
+    if not d.is_dir():
+        return None
+    ranked = []
+    for p in sorted(d.iterdir()):
+        rank = _vae_file_rank(p.name)
+        if rank is None:
+            continue
+        if p.is_file() and p.suffix in VAE_FILE_SUFFIXES:
+            ranked.append((rank, p))
+        elif p.is_dir() and _is_vae_folder(p):
+            ranked.append((rank, p))
+    return min(ranked)[1] if ranked else None
+
+
+def _resolve(version, models_dir, search_dirs, vae_dirs):
+    """Per component: (found path or None, [paths searched])."""
+    version = _check_version(version)
+    roots = _roots(models_dir, search_dirs)
+    result = {}
+    searched = []
+    for d in _unet_dirs(version, roots):
+        searched += [d / n for n in UNET_NAMES]
+    result["unet"] = (next((p for p in searched if p.is_file()), None), searched)
+    searched = [d / WHISPER_NAME for d in _shared_dirs(version, roots)]
+    result["whisper"] = (next((p for p in searched if p.is_file()), None), searched)
+    vae_candidates = [d / VAE_DIR for d in _shared_dirs(version, roots)] + [Path(d).expanduser() for d in vae_dirs]
+    found = None
+    for d in vae_candidates:
+        found = _vae_in(d)
+        if found is not None:
+            break
+    result["vae"] = (found, vae_candidates)
+    return result
+
+
+def download_command(version: str = "1.6", models_dir=None) -> str:
+    cmd = "python -m latentsync download"
+    if str(version) != "1.6":
+        cmd += f" --version {version}"
+    if models_dir is not None:
+        cmd += f' --models-dir "{Path(models_dir).expanduser()}"'
+    return cmd
+
+
+_WHAT = {"unet": "LatentSync UNet (latentsync_unet.pt)", "whisper": "Whisper tiny audio encoder (whisper/tiny.pt)",
+         "vae": "VAE sd-vae-ft-mse (vae/config.json + vae/diffusion_pytorch_model.safetensors, or a "
+                "vae-ft-mse-840000-ema-pruned.safetensors in ComfyUI's models/vae)"}
+
+
+def _sources(version: str) -> str:
+    return (f"Hugging Face repos: {UNET_REPOS[version]} (latentsync_unet.pt, whisper/tiny.pt) and {VAE_REPO} "
+            f"(config.json, diffusion_pytorch_model.safetensors → vae/).")
+
+
+def find_models(version: str = "1.6", models_dir=None, search_dirs: Iterable = (), vae_dirs: Iterable = ()
+                ) -> ModelPaths:
+    """Locate the weights of ``version``; raises one MissingWeightsError naming every missing file, every path
+    searched and the command that downloads them."""
+    found = _resolve(version, models_dir, tuple(search_dirs), tuple(vae_dirs))
+    missing = [k for k, (p, _) in found.items() if p is None]
+    if missing:
+        lines = [f"LatentSync {version} weights are missing: " + ", ".join(_WHAT[k] for k in missing) + "."]
+        for k in missing:
+            lines.append(f"Searched for the {k}:")
+            lines += [f"  {p}" for p in found[k][1]]
+        dest = models_dir if models_dir is not None else None
+        lines.append(f"Download them with:  {download_command(version, dest)}")
+        lines.append(f"(default destination {PACK_CHECKPOINTS}; needs internet, no HF_HUB_OFFLINE) — or copy them "
+                     "by hand from the " + _sources(version))
+        raise MissingWeightsError("\n".join(lines))
+    unet = found["unet"][0]
+    cfg = unet.parent / UNET_CONFIG_NAME
+    paths = ModelPaths(unet=unet, whisper=found["whisper"][0], vae=found["vae"][0], version=version,
+                       unet_config=cfg if cfg.is_file() else None)
+    logger.info("LatentSync %s weights: unet=%s whisper=%s vae=%s", version, paths.unet, paths.whisper, paths.vae)
+    return paths
+
+
+def model_status(version: str = "1.6", models_dir=None, search_dirs: Iterable = (), vae_dirs: Iterable = ()) -> str:
+    """A printable report: which files were found where, what is missing and how to get it."""
+    found = _resolve(version, models_dir, tuple(search_dirs), tuple(vae_dirs))
+    lines = [f"LatentSync {version} model status"]
+    for k, (p, searched) in found.items():
+        if p is not None:
+            lines.append(f"  {k:8s} found    {p}")
+            if k == "unet" and (p.parent / UNET_CONFIG_NAME).is_file():
+                lines.append(f"  {'':8s} config   {p.parent / UNET_CONFIG_NAME} (custom UNet config)")
+        else:
+            lines.append(f"  {k:8s} MISSING  {_WHAT[k]}; searched:")
+            lines += [f"  {'':8s}          {s}" for s in searched]
+    if any(p is None for p, _ in found.values()):
+        lines.append(f"Get the missing files with:  {download_command(version, models_dir)}")
+        lines.append("  " + _sources(version))
+    else:
+        lines.append("All weights found.")
+    return "\n".join(lines)
+
+
+def _offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - huggingface_hub missing is reported by the download itself
+        return False
+
+
+def _plan(version: str, dest: Path) -> list[tuple[str, str, Path]]:
+    """(repo, file in repo, local target) for every file ``version`` needs under ``dest``; shared whisper/vae
+    files already present at the root are reused (never duplicated)."""
+    sub = version_subdir(version)
+    udir = dest / sub if sub else dest
+    plan = [(UNET_REPOS[version], "latentsync_unet.pt", udir / "latentsync_unet.pt")]
+    whisper = udir / WHISPER_NAME if sub and (udir / WHISPER_NAME).is_file() else dest / WHISPER_NAME
+    plan.append((UNET_REPOS[version], WHISPER_NAME, whisper))
+    vdir = udir / VAE_DIR if sub and _is_vae_folder(udir / VAE_DIR) else dest / VAE_DIR
+    plan += [(VAE_REPO, f, vdir / f) for f in VAE_FILES]
+    return plan
+
+
+def download_models(version: str = "1.6", dest=None, progress: bool = True) -> ModelPaths:
+    """Download what is missing for ``version`` into ``dest`` (default ``<pack>/checkpoints``) with huggingface_hub;
+    files already there are skipped. Honours HF_HUB_OFFLINE (raises MissingWeightsError without any network use)."""
+    version = _check_version(version)
+    dest = Path(dest).expanduser() if dest is not None else PACK_CHECKPOINTS
+    todo = [(repo, name, target) for repo, name, target in _plan(version, dest) if not target.is_file()]
+    for _, _, target in _plan(version, dest):
+        if target.is_file():
+            logger.info("Already present, skipped: %s", target)
+    if todo and _offline():
+        raise MissingWeightsError(
+            "HF_HUB_OFFLINE is set, so nothing can be downloaded. Missing:\n"
+            + "\n".join(f"  {t}  (from {repo}: {name})" for repo, name, t in todo)
+            + "\nUnset HF_HUB_OFFLINE and run `" + download_command(version, dest) + "`, or copy the files there.")
+    if todo:
+        from huggingface_hub import hf_hub_download
+
+        tqdm_class = None
+        if not progress:
+            from tqdm.auto import tqdm
+
+            class tqdm_class(tqdm):  # noqa: N801 - a silent progress bar
+                def __init__(self, *a, **k):
+                    k["disable"] = True
+                    super().__init__(*a, **k)
+    for repo, name, target in todo:
+        local_dir = target.parent if "/" not in name else target.parents[name.count("/")]
+        logger.info("Downloading %s/%s → %s", repo, name, target)
+        try:
+            got = Path(hf_hub_download(repo_id=repo, filename=name, local_dir=str(local_dir),
+                                       **({"tqdm_class": tqdm_class} if tqdm_class else {})))
+        except Exception as e:
+            raise MissingWeightsError(f"Downloading {name} from {repo} failed ({type(e).__name__}: {e}). "
+                                      f"Check the network, or copy the file to {target}.") from e
+        if got.resolve() != target.resolve() and not target.is_file():
+            raise MissingWeightsError(f"Download of {repo}/{name} ended at {got}, expected {target}.")
+    return find_models(version, models_dir=dest)
