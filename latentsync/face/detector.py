@@ -1,0 +1,205 @@
+"""FaceDetector: finds the chosen face in each frame of a video and returns its three alignment points.
+
+Search (first frame, after a lost track, every ``redetect_every`` frames): mediapipe's face detector is a
+short-range model that sees the image at 128×128, so faces smaller than ~12 % of the image are missed. We
+therefore look at the whole frame, then at overlapping square tiles of the short side and of half the short
+side (25 % overlap), each scaled to ≤ ``SEARCH_SIDE`` px, and merge duplicates. Tracking (every other frame):
+the landmark model runs on a square crop of twice the previous face size around the previous face, scaled
+to ≤ ``TRACK_SIDE`` px — a few ms per frame whatever the frame size. A frame without an acceptable face gives
+None, never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from .landmarks import MIN_SCORE, RawFace, make_backend
+from .select import acceptable, choose, left_to_right, parse_choice
+
+log = logging.getLogger(__name__)
+
+SEARCH_SIDE = 640
+TRACK_SIDE = 320
+TRACK_CONTEXT = 2.0  # crop side / face size
+MIN_TILE = 192
+
+
+class Detection:
+    """One face: ``points`` float32 (3, 2) (x, y) left-brow, right-brow, nose centre; ``box`` (x0, y0, x1, y1);
+    ``score``; ``landmarks`` float32 (N, 2); ``tracked`` True when found by tracking instead of a search."""
+
+    __slots__ = ("points", "box", "score", "landmarks", "tracked")
+
+    def __init__(self, points, box, score, landmarks=None, tracked=False):
+        self.points = np.asarray(points, np.float32).reshape(3, 2)
+        self.box = tuple(float(v) for v in box)
+        self.score = float(score)
+        self.landmarks = landmarks
+        self.tracked = tracked
+
+    @classmethod
+    def from_raw(cls, raw: RawFace, tracked: bool = False) -> "Detection":
+        return cls(raw.points, raw.box, raw.score, raw.landmarks, tracked)
+
+    def __repr__(self) -> str:
+        box = ", ".join(f"{v:.0f}" for v in self.box)
+        return f"Detection(box=({box}), score={self.score:.2f}, tracked={self.tracked})"
+
+
+def _scaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    side = max(image.shape[:2])
+    if side <= max_side:
+        return np.ascontiguousarray(image), 1.0
+    scale = max_side / side
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def _tiles(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) squares of the short side and of half of it, 25 % overlap."""
+    out = []
+    short = min(height, width)
+    for side in (short, short // 2):
+        if side < MIN_TILE or (side == short and height == width):
+            continue
+        stride = max(1, int(side * 0.75))
+        ys = sorted({*range(0, max(height - side, 0) + 1, stride), max(height - side, 0)})
+        xs = sorted({*range(0, max(width - side, 0) + 1, stride), max(width - side, 0)})
+        out += [(x, y, x + side, y + side) for y in ys for x in xs]
+    return out
+
+
+def _overlap_small(a, b) -> float:
+    """Intersection over the smaller box's area."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / max(small, 1e-6)
+
+
+class FaceDetector:
+    """Finds the chosen face per frame. Stateful per video (tracking): call ``reset`` between videos.
+
+    backend: "auto" (legacy mediapipe FaceMesh if present, else Tasks), "solutions", "tasks", "insightface".
+    face: "largest" (reference), "leftmost", "rightmost" or "index:N" (left to right from 0).
+    model_dir: folder with ``face_landmarker.task`` for the Tasks backend (and insightface's models).
+    """
+
+    def __init__(self, backend: str = "auto", face="largest", model_dir=None, *, allow_download: bool = False,
+                 max_faces: int = 4, track: bool = True, redetect_every: int = 25, min_score: float = MIN_SCORE):
+        self.choice = parse_choice(face)
+        self.min_score = min_score
+        self.track = track
+        self.redetect_every = max(1, int(redetect_every))
+        self._backend = make_backend(backend, model_dir, allow_download, max(4, int(max_faces)))
+        self.backend = self._backend.name
+        self._last: Detection | None = None
+        self._since_search = 0
+        self._warned = False
+
+    # ------------------------------------------------------------------ public
+    def detect(self, frame: np.ndarray) -> Detection | None:
+        """The chosen acceptable face of ``frame`` (uint8 HxWx3 RGB), or None. Never raises for a frame
+        without a face; a backend failure is logged and gives None."""
+        _check_frame(frame)
+        try:
+            found = None
+            if self.track and self._last is not None and self._since_search < self.redetect_every:
+                found = self._track(frame, self._last)
+            if found is None:
+                found = self._search_choice(frame)
+            else:
+                self._since_search += 1
+            self._last = found
+            return found
+        except InputError:
+            raise
+        except Exception as exc:  # a landmark backend crash must not kill a long job
+            if not self._warned:
+                log.warning("face landmark backend %s failed (%s: %s); treating the frame as faceless",
+                            self.backend, type(exc).__name__, exc)
+                self._warned = True
+            self._last = None
+            return None
+
+    def detect_all(self, frame: np.ndarray) -> list[Detection]:
+        """Every acceptable face of ``frame`` (full search), left to right."""
+        _check_frame(frame)
+        faces = [Detection.from_raw(r) for r in self._search(frame)]
+        return [faces[i] for i in left_to_right([f.box for f in faces])]
+
+    def reset(self) -> None:
+        self._last = None
+        self._since_search = 0
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _run(self, frame: np.ndarray, box, max_side: int) -> list[RawFace]:
+        x0, y0, x1, y1 = box
+        image, scale = _scaled(frame[y0:y1, x0:x1], max_side)
+        return [r.shifted(x0, y0, scale) for r in self._backend(image)]
+
+    def _search(self, frame: np.ndarray) -> list[RawFace]:
+        height, width = frame.shape[:2]
+        found: list[RawFace] = []
+        for box in [(0, 0, width, height), *_tiles(height, width)]:
+            for raw in self._run(frame, box, SEARCH_SIDE):
+                if not acceptable(raw.box, raw.score, self.min_score):
+                    continue
+                if all(_overlap_small(raw.box, other.box) < 0.5 for other in found):
+                    found.append(raw)
+        return found
+
+    def _search_choice(self, frame: np.ndarray) -> Detection | None:
+        self._since_search = 0
+        faces = self._search(frame)
+        index = choose([f.box for f in faces], self.choice)
+        if index is None:
+            return None
+        chosen = Detection.from_raw(faces[index])
+        refined = self._track(frame, chosen)  # landmarks again on a face-sized crop: sharper points
+        if refined is not None:
+            refined.tracked = False
+            return refined
+        return chosen
+
+    def _track(self, frame: np.ndarray, last: Detection) -> Detection | None:
+        height, width = frame.shape[:2]
+        bx0, by0, bx1, by1 = last.box
+        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
+        half = max(bx1 - bx0, by1 - by0) * TRACK_CONTEXT / 2
+        box = (max(int(cx - half), 0), max(int(cy - half), 0), min(int(cx + half) + 1, width),
+               min(int(cy + half) + 1, height))
+        if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+            return None
+        best, best_d = None, None
+        for raw in self._run(frame, box, TRACK_SIDE):
+            if _overlap_small(raw.box, last.box) < 0.3 or not acceptable(raw.box, raw.score, self.min_score):
+                continue
+            rx, ry = (raw.box[0] + raw.box[2]) / 2, (raw.box[1] + raw.box[3]) / 2
+            d = (rx - cx) ** 2 + (ry - cy) ** 2
+            if best_d is None or d < best_d:
+                best, best_d = raw, d
+        return None if best is None else Detection.from_raw(best, tracked=True)
+
+
+def _check_frame(frame) -> None:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        shape = getattr(frame, "shape", None)
+        raise InputError(f"expected an HxWx3 uint8 RGB frame, got {getattr(frame, 'dtype', type(frame))} {shape}")
