@@ -80,7 +80,7 @@ class WhisperFeatureEncoder:
     """Wraps a transformers ``WhisperEncoder``; :meth:`hidden_states` gives the LatentSync features."""
 
     def __init__(self, encoder, source: str = ""):
-        self.encoder = encoder.eval()
+        self.encoder = encoder.eval().requires_grad_(False)
         self.source = source
 
     @property
