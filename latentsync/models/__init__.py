@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,33 +51,17 @@ class LatentSyncModels:
             torch.cuda.empty_cache()
 
 
-def _unet_config(paths) -> dict | str:
-    """A ``unet_config.json`` next to the UNet checkpoint (tiny models) wins over the shipped config."""
-    local = Path(paths.unet).parent / "unet_config.json"
-    if local.is_file():
-        import json
-
-        return json.loads(local.read_text())
-    from ..config import load_unet_config
-
-    return load_unet_config(paths.version)
-
-
 def load_models(paths, device="cpu", dtype=torch.float32) -> LatentSyncModels:
     """Load the UNet, VAE and Whisper encoder named by ``paths`` (a ``checkpoints.ModelPaths``) in eval mode."""
-    from .loading import load_unet
+    from ..config import load_unet, resolve_unet_config
     from .vae import load_vae
     from .whisper import load_whisper_encoder
 
     device = torch.device(device)
-    config = _unet_config(paths)
+    # a unet_config.json next to the UNet checkpoint (e.g. tiny test models) wins over the shipped config
+    config = resolve_unet_config(paths.unet, str(paths.version))
     log.info("loading LatentSync %s models on %s (%s)", paths.version, device, dtype)
-    unet = load_unet(paths.unet, config, device=device, dtype=dtype).eval()
-    vae = load_vae(paths.vae, device, dtype).eval()
+    unet = load_unet(paths.unet, config, device=device, dtype=dtype)
+    vae = load_vae(paths.vae, device, dtype)
     encoder = load_whisper_encoder(paths.whisper, device=device, dtype=dtype)
-    unet_config = dict(config) if isinstance(config, dict) else {}
-    if "resolution" not in unet_config:
-        from ..config import load_unet_config
-
-        unet_config["resolution"] = load_unet_config(paths.version).get("resolution", 512)
-    return LatentSyncModels(unet, vae, encoder, unet_config, str(paths.version), device, dtype)
+    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype)
