@@ -22,9 +22,9 @@ import gc
 import logging
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-try:  # inside ComfyUI the pack is a package; in tests this module is imported top-level
+if __package__:  # inside ComfyUI the pack is a package; in tests this module is imported top-level
     from .latentsync.errors import LatentSyncError
-except ImportError:  # pragma: no cover - depends on how the module was imported
+else:  # pragma: no cover - depends on how the module was imported
     from latentsync.errors import LatentSyncError
 
 log = logging.getLogger("latentsync.memory")
@@ -201,20 +201,27 @@ def teardown(models: Any, keep_loaded: bool = False, cuda: Any = None) -> bool:
     """
     if keep_loaded or models is None:
         return False
-    removed = []
-    for name in MODEL_PARTS:
+    removed = [name for name in MODEL_PARTS if _part(models, name) is not None]
+    release = getattr(models, "release", None)
+    if callable(release):  # latentsync.models.LatentSyncModels drops its own networks
+        release()
+        removed = [n for n in removed if _part(models, n) is None]
+        models = None
+    for name in MODEL_PARTS if models is not None else ():
         if isinstance(models, dict):
-            if models.pop(name, None) is not None:
-                removed.append(name)
+            models.pop(name, None)
         elif getattr(models, name, None) is not None:
             try:
                 setattr(models, name, None)
             except (AttributeError, dataclasses.FrozenInstanceError):
-                continue
-            removed.append(name)
+                removed.remove(name)
     empty_cache(cuda)
     log.info("models torn down: %s", ", ".join(removed) or "nothing held")
     return True
+
+
+def _part(models: Any, name: str) -> Any:
+    return models.get(name) if isinstance(models, dict) else getattr(models, name, None)
 
 
 def is_oom(exc: BaseException) -> bool:

@@ -1,0 +1,238 @@
+"""Test harness: a real ComfyUI (the vendored 0.3.75 in .venv/comfyui) with this pack, on 127.0.0.1.
+
+`ComfyServer.start(base_dir, models_dir)` lays out base_dir (custom_nodes/ input/ output/ models/ temp/ user/),
+links this pack into custom_nodes/ and the given model folder into models/latentsync/, starts
+`main.py --cpu --listen 127.0.0.1 --port P --disable-api-nodes --base-directory base_dir
+--database-url sqlite:///:memory: --dont-print-server`, and waits for /system_stats. `stop()` ends it.
+Also here: the UI→API workflow converter the tests use, and the VHS → core node swap for shared workflows.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools.queue_workflow import ComfyClient  # noqa: E402
+
+COMFY_DIR = REPO_ROOT / ".venv" / "comfyui"
+PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+PACK_NAME = "comfyui-latentsync"
+LAYOUT = ("custom_nodes", "input", "output", "models", "temp", "user")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    def __init__(self, base: Path, port: int, proc: subprocess.Popen, log_path: Path):
+        self.base, self.port, self.proc, self.log_path = base, port, proc, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = ComfyClient(self.url, timeout=60)
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    @classmethod
+    def start(cls, base: Path, models_dir: Path | None = None, timeout: float = 240.0,
+              extra_args: tuple[str, ...] = ()) -> "ComfyServer":
+        base = Path(base)
+        for name in LAYOUT:
+            (base / name).mkdir(parents=True, exist_ok=True)
+        pack = base / "custom_nodes" / PACK_NAME
+        if not pack.exists():
+            pack.symlink_to(REPO_ROOT, target_is_directory=True)
+        if models_dir is not None:
+            link = base / "models" / "latentsync"
+            if not link.exists():
+                link.symlink_to(Path(models_dir).resolve(), target_is_directory=True)
+        port = free_port()
+        log_path = base / "comfyui.log"
+        cmd = [str(PYTHON), str(COMFY_DIR / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--disable-api-nodes", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+               "--dont-print-server", *extra_args]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, cwd=str(base), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        server = cls(base, port, proc, log_path)
+        server._wait_ready(timeout)
+        return server
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/system_stats", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not start within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    # ------------------------------------------------------------------------------------------ probes
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def rss(self) -> int:
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def temp_files(self) -> list[Path]:
+        return sorted(p for p in (self.base / "temp").rglob("*") if p.is_file())
+
+    def upload(self, path: Path, name: str | None = None) -> str:
+        return self.client.upload(path, name)
+
+
+# ---------------------------------------------------------------------------------------------- workflows
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _is_widget(spec) -> bool:
+    typ = spec[0]
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput")
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """Convert a UI-format workflow (what the frontend saves) to the API format /prompt takes, the way the
+    frontend does: links become [node_id, slot]; widgets_values map onto the widget inputs in the node's
+    input order (required then optional), skipping the control_after_generate value after a seed."""
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt: dict = {}
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) in (2, 4):  # muted / bypassed
+            continue
+        info = object_info[node["type"]]
+        inputs: dict = {}
+        for inp in node.get("inputs", []) or []:
+            if inp.get("link") is not None:
+                link = links[inp["link"]]
+                inputs[inp["name"]] = [str(link[1]), link[2]]
+        values = node.get("widgets_values") or []
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+        if isinstance(values, dict):
+            for name in order:
+                if name in values and name not in inputs and _is_widget(specs[name]):
+                    inputs[name] = values[name]
+        else:
+            pos = 0
+            for name in order:
+                spec = specs[name]
+                if not _is_widget(spec):
+                    continue
+                if pos >= len(values):
+                    break  # older workflows carry fewer widgets: the rest take their defaults
+                if name not in inputs:
+                    inputs[name] = values[pos]
+                pos += 1
+                opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if opts.get("control_after_generate") and pos < len(values) and isinstance(values[pos], str):
+                    pos += 1
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def swap_vhs_for_core(workflow: dict, video: str, frame_rate_default: float = 25.0) -> dict:
+    """Replace VideoHelperSuite's VHS_LoadVideo / VHS_VideoCombine with core nodes, keeping every link:
+    VHS_LoadVideo → LoadVideo + GetVideoComponents (IMAGE slot 0 → images 0, audio slot 2 → audio 1);
+    VHS_VideoCombine → CreateVideo (images, audio, frame_rate) + SaveVideo."""
+    wf = copy.deepcopy(workflow)
+    next_node = max(n["id"] for n in wf["nodes"]) + 1
+    next_link = max((link[0] for link in wf["links"]), default=0) + 1
+    nodes = []
+    for node in wf["nodes"]:
+        if node["type"] == "VHS_LoadVideo":
+            loader_id, link_id = next_node, next_link
+            next_node, next_link = next_node + 1, next_link + 1
+            nodes.append({"id": loader_id, "type": "LoadVideo", "inputs": [], "mode": 0,
+                          "outputs": [{"name": "VIDEO", "type": "VIDEO", "links": [link_id]}],
+                          "widgets_values": [video, "image"]})
+            slot_map = {0: 0, 2: 1}
+            for link in wf["links"]:
+                if link[1] == node["id"]:
+                    link[2] = slot_map[link[2]]
+            wf["links"].append([link_id, loader_id, 0, node["id"], 0, "VIDEO"])
+            nodes.append({"id": node["id"], "type": "GetVideoComponents", "mode": node.get("mode", 0),
+                          "inputs": [{"name": "video", "type": "VIDEO", "link": link_id}], "widgets_values": []})
+        elif node["type"] == "VHS_VideoCombine":
+            values = node.get("widgets_values") or {}
+            rate = values.get("frame_rate", frame_rate_default) if isinstance(values, dict) else frame_rate_default
+            prefix = values.get("filename_prefix", "latentsync") if isinstance(values, dict) else "latentsync"
+            save_id, link_id = next_node, next_link
+            next_node, next_link = next_node + 1, next_link + 1
+            kept = [i for i in node.get("inputs", []) if i["name"] in ("images", "audio")]
+            nodes.append({"id": node["id"], "type": "CreateVideo", "mode": node.get("mode", 0), "inputs": kept,
+                          "widgets_values": [rate]})
+            wf["links"].append([link_id, node["id"], 0, save_id, 0, "VIDEO"])
+            nodes.append({"id": save_id, "type": "SaveVideo", "mode": 0,
+                          "inputs": [{"name": "video", "type": "VIDEO", "link": link_id}],
+                          "widgets_values": [f"video/{prefix}", "auto", "auto"]})
+        else:
+            nodes.append(node)
+    wf["nodes"] = nodes
+    return wf
+
+
+def env_snapshot_node_source() -> str:
+    """Source of a test-only custom node (installed into the test server's custom_nodes, never shipped) that
+    reports what a job could have changed in the server process: os.environ and the CUDA memory fraction."""
+    return '''
+import hashlib, json, os
+import torch
+
+class LatentSyncTestProbe:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"tag": ("STRING", {"default": ""})}}
+    RETURN_TYPES = ()
+    FUNCTION = "probe"
+    OUTPUT_NODE = True
+    CATEGORY = "testing"
+
+    def probe(self, tag):
+        fraction = None
+        if torch.cuda.is_available():
+            fraction = torch.cuda.get_per_process_memory_fraction()
+        env = json.dumps(sorted(os.environ.items()))
+        state = {"tag": tag, "env_sha": hashlib.sha256(env.encode()).hexdigest(), "env_keys": sorted(os.environ),
+                 "cuda": torch.cuda.is_available(), "memory_fraction": fraction}
+        return {"ui": {"text": [json.dumps(state)]}}
+
+    @classmethod
+    def IS_CHANGED(cls, tag):
+        return float("nan")
+
+NODE_CLASS_MAPPINGS = {"LatentSyncTestProbe": LatentSyncTestProbe}
+'''
