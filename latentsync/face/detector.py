@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 SEARCH_SIDE = 640
 TRACK_SIDE = 320
 TRACK_CONTEXT = 2.0  # crop side / face size
+VERIFY_CONTEXT, VERIFY_SIDE = 2.0, 256
 MIN_TILE = 192
 
 
@@ -164,7 +165,23 @@ class FaceDetector:
                     continue
                 if all(_overlap_small(raw.box, other.box) < 0.5 for other in found):
                     found.append(raw)
+        verify = getattr(self._backend, "verify", None)
+        if verify is not None:
+            for raw in found:
+                raw.score = verify(self._crop(frame, raw.box, VERIFY_CONTEXT, VERIFY_SIDE)[0])
+            found = [raw for raw in found if raw.score >= self.min_score]
         return found
+
+    @staticmethod
+    def _crop(frame: np.ndarray, box, context: float, max_side: int):
+        """Square crop of ``context`` × the box size around its centre (clipped), scaled to ≤ max_side."""
+        height, width = frame.shape[:2]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        half = max(box[2] - box[0], box[3] - box[1]) * context / 2
+        x0, y0 = max(int(cx - half), 0), max(int(cy - half), 0)
+        x1, y1 = min(int(cx + half) + 1, width), min(int(cy + half) + 1, height)
+        image, scale = _scaled(frame[y0:y1, x0:x1], max_side)
+        return image, (x0, y0, x1, y1), scale
 
     def _search_choice(self, frame: np.ndarray) -> Detection | None:
         self._since_search = 0
@@ -180,16 +197,13 @@ class FaceDetector:
         return chosen
 
     def _track(self, frame: np.ndarray, last: Detection) -> Detection | None:
-        height, width = frame.shape[:2]
-        bx0, by0, bx1, by1 = last.box
-        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
-        half = max(bx1 - bx0, by1 - by0) * TRACK_CONTEXT / 2
-        box = (max(int(cx - half), 0), max(int(cy - half), 0), min(int(cx + half) + 1, width),
-               min(int(cy + half) + 1, height))
-        if box[2] - box[0] < 16 or box[3] - box[1] < 16:
+        image, box, scale = self._crop(frame, last.box, TRACK_CONTEXT, TRACK_SIDE)
+        if min(image.shape[:2]) < 16:
             return None
+        cx, cy = (last.box[0] + last.box[2]) / 2, (last.box[1] + last.box[3]) / 2
         best, best_d = None, None
-        for raw in self._run(frame, box, TRACK_SIDE):
+        for raw in (r.shifted(box[0], box[1], scale) for r in self._backend(image)):
+            raw.score = last.score  # a tracked face keeps the score its search gave it
             if _overlap_small(raw.box, last.box) < 0.3 or not acceptable(raw.box, raw.score, self.min_score):
                 continue
             rx, ry = (raw.box[0] + raw.box[2]) / 2, (raw.box[1] + raw.box[3]) / 2

@@ -83,9 +83,15 @@ def _normalized_to_pixels(landmarks, width: int, height: int) -> np.ndarray:
     return np.array([[p.x * width, p.y * height] for p in landmarks], dtype=np.float32)
 
 
+def _solutions_face_mesh():
+    import mediapipe as mp
+
+    return mp.solutions.face_mesh  # absent from newer mediapipe wheels (Tasks API only)
+
+
 def solutions_available() -> bool:
     try:
-        from mediapipe.solutions import face_mesh  # noqa: F401
+        _solutions_face_mesh()
     except Exception:  # ImportError, or a broken/newer mediapipe without the legacy API
         return False
     return True
@@ -153,10 +159,11 @@ class SolutionsMesh:
     name = "solutions"
 
     def __init__(self, max_faces: int = 4, min_score: float = MIN_SCORE):
-        from mediapipe.solutions import face_mesh
+        import mediapipe as mp
 
-        self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces, refine_landmarks=False,
-                                        min_detection_confidence=min_score)
+        self._mesh = _solutions_face_mesh().FaceMesh(static_image_mode=True, max_num_faces=max_faces,
+                                                      refine_landmarks=False, min_detection_confidence=min_score)
+        self._verifier = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.1)
 
     def __call__(self, image: np.ndarray) -> list[RawFace]:
         result = self._mesh.process(np.ascontiguousarray(image))
@@ -165,8 +172,16 @@ class SolutionsMesh:
         return [_mesh_face(_normalized_to_pixels(f.landmark, width, height))
                 for f in (result.multi_face_landmarks or [])]
 
+    def verify(self, image: np.ndarray) -> float:
+        """Best score of mediapipe's full-range face detector on a face-centred crop (0 when it sees none).
+        FaceMesh has no per-face score and its short-range detector fires now and then on face-like texture
+        when it sees a zoomed-in tile; this independent second model gives the search its score."""
+        result = self._verifier.process(np.ascontiguousarray(image))
+        return max((float(d.score[0]) for d in (result.detections or [])), default=0.0)
+
     def close(self) -> None:
         self._mesh.close()
+        self._verifier.close()
 
 
 class TasksMesh:

@@ -30,6 +30,8 @@ def acceptable(box, score: float, min_score: float = MIN_SCORE) -> bool:
 
 def parse_choice(choice) -> tuple[str, int]:
     """'largest' | 'leftmost' | 'rightmost' | 'index:N' (also 'index N', or an int N) → (kind, N)."""
+    if isinstance(choice, tuple) and len(choice) == 2:  # already parsed
+        return str(choice[0]), int(choice[1])
     if isinstance(choice, int) and not isinstance(choice, bool):
         if choice < 0:
             raise InputError(f"face index must be ≥ 0, got {choice}")
