@@ -76,11 +76,12 @@ def as_channels(samples) -> np.ndarray:
         raise InputError(f"Audio samples must have shape [T], [C, T] or [1, C, T]; got shape {list(x.shape)}.")
     if x.size == 0:
         raise InputError(f"The audio is empty (shape {list(x.shape)}): there is nothing to lip-sync to.")
-    if x.dtype.kind == "u":
+    if x.dtype.kind in "ui":  # exact for 8/16-bit PCM (powers of two), float32 keeps memory low
         half = float(2 ** (8 * x.dtype.itemsize - 1))
-        y = ((x.astype(np.float64) - half) / half).astype(np.float32)
-    elif x.dtype.kind == "i":
-        y = (x.astype(np.float64) / float(2 ** (8 * x.dtype.itemsize - 1))).astype(np.float32)
+        y = x.astype(np.float32)
+        if x.dtype.kind == "u":
+            y -= half
+        y *= np.float32(1.0 / half)
     else:
         if not np.isfinite(x).all():
             raise InputError("The audio contains NaN or infinite values; decode it again or clean it first.")
@@ -172,7 +173,10 @@ def mel_filters(n_mels: int = N_MELS) -> torch.Tensor:
 def log_mel(audio16k, n_mels: int = N_MELS, block_frames: int = 6000) -> torch.Tensor:
     """Whole-clip Whisper log-mel: float32 (n_mels, M) with M = len // 160, on the CPU. Computed in blocks of
     ``block_frames`` STFT frames to bound memory; the clamp uses the maximum over the whole clip."""
-    x = torch.as_tensor(np.asarray(audio16k, dtype=np.float32)).flatten()
+    if isinstance(audio16k, torch.Tensor):
+        x = audio16k.detach().to("cpu", torch.float32).flatten()
+    else:
+        x = torch.as_tensor(np.asarray(audio16k, dtype=np.float32)).flatten()
     if x.numel() < _MIN_SAMPLES:
         raise InputError(f"The audio is too short ({x.numel()} samples at 16 kHz); at least {_MIN_SAMPLES} "
                          "samples (20 ms) are needed.")
@@ -282,8 +286,8 @@ def frame_chunks(features: torch.Tensor, n_frames: int, fps: float) -> torch.Ten
     """features (T, L, C) -> per-frame audio tokens (n_frames, 10 * L, C) (layer index fastest); frames past
     the end of the audio repeat the last rows."""
     rows = torch.from_numpy(chunk_rows(n_frames, fps, features.shape[0])).to(features.device)
-    n, _, c = rows.shape[0], features.shape[1], features.shape[2]
-    return features[rows.reshape(-1)].reshape(n, -1, c)
+    n, layers, c = rows.shape[0], features.shape[1], features.shape[2]
+    return features[rows.reshape(-1)].reshape(n, CHUNK_ROWS * layers, c)
 
 
 __all__ = ["AudioClip", "as_channels", "resample", "to_mono_16k", "mel_filters", "log_mel", "audio_features",

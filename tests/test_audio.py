@@ -106,6 +106,7 @@ def test_log_mel_shape_and_silence():
     m = A.log_mel(np.zeros(16000, np.float32))
     assert m.shape == (80, 100) and m.dtype == torch.float32
     assert torch.allclose(m, torch.full_like(m, -1.5))  # log10(1e-10) = -10 -> (-10 + 4) / 4
+    assert torch.equal(A.log_mel(torch.zeros(16000)), m)
     with pytest.raises(InputError, match="too short"):
         A.log_mel(np.zeros(100, np.float32))
 
@@ -176,6 +177,7 @@ def test_frame_chunks_layout_and_clamp():
             for layer in range(layers):
                 assert torch.equal(ch[i, k * layers + layer], feats[rows[k], layer])  # layer index fastest
     assert torch.equal(ch[19], feats[t - 1].repeat(10, 1))
+    assert A.frame_chunks(feats, 0, 25).shape == (0, 50, 3)
     with pytest.raises(InputError, match="Frame rate"):
         A.frame_chunks(feats, 3, 0)
 
