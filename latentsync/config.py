@@ -54,10 +54,13 @@ def config_name(config: dict) -> str:
     return f"latentsync-{config['version']}" if config.get("version") else "custom"
 
 
-def build_unet(config: dict):
-    """The UNet3DConditionModel for ``config`` with every parameter on the meta device (no memory used)."""
+def build_unet(config: dict | str | Path):
+    """The UNet3DConditionModel for ``config`` (a dict, or a version / .json path for :func:`load_unet_config`)
+    with every parameter on the meta device (no memory used; the small ``pos_encoder.pe`` buffers are real)."""
     from .models.unet3d import UNet3DConditionModel
 
+    if not isinstance(config, dict):
+        config = load_unet_config(config)
     with init_empty_weights(include_buffers=False):
         return UNet3DConditionModel(config)
 

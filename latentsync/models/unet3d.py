@@ -195,7 +195,7 @@ class UNet3DConditionModel(nn.Module):
             skips = [x] + [None] * (n_layers - 1)  # layer n-1 reads skips[-n_layers]
             x = last.run_layers(cache.features, skips, temb, context, frames, range(n_layers - 1, n_layers))
         out = self._head(x, frames)
-        return out.reshape(b, frames, -1, h, w).permute(0, 2, 1, 3, 4)
+        return out.reshape(b, frames, -1, h, w).permute(0, 2, 1, 3, 4).contiguous()
 
 
 def _block_kind(kind: str, where: str) -> bool:
