@@ -152,3 +152,39 @@ def test_bad_files(tmp_path):
                               "n_text_head": 2, "n_text_layer": 1}).save_pretrained(tmp_path / "hf")
     with pytest.raises(MissingWeightsError, match="model.safetensors"):
         load_whisper_encoder(tmp_path / "hf")
+
+
+def test_checker_reads_shapes_from_files(tmp_path, parity_dir):
+    """Another fixture set of the same format (width 96, 3 heads, 12.5 s of audio): the checker hard-codes
+    nothing. Expected values here come from our own code, so this checks generality, not numerics."""
+    import wave
+
+    import numpy as np
+    from safetensors.torch import save_file
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from latentsync import audio as A
+    from tools.parity_checks import whisper as check_whisper
+
+    dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 96, "n_audio_head": 3, "n_audio_layer": 4,
+            "n_vocab": 64, "n_text_ctx": 8, "n_text_state": 96, "n_text_head": 3, "n_text_layer": 1}
+    torch.manual_seed(7)
+    state = encoder_state_to_openai(WhisperEncoder(whisper_config_from_dims(dims)))
+    torch.save({"dims": dims, "model_state_dict": state}, tmp_path / "tiny_other.pt")
+    with wave.open(str(parity_dir / "whisper" / "speech.wav")) as w:
+        raw = w.readframes(16000 * 12 + 8000)
+    with wave.open(str(tmp_path / "clip.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000), w.writeframes(raw)
+    x = A.to_mono_16k(np.frombuffer(raw, np.int16), 16000)
+    feats = A.audio_features(load_whisper_encoder(tmp_path / "tiny_other.pt"), x, mode="reference")
+    t = feats.shape[0]
+    n = t // 2 + 2
+    index = np.clip(2 * np.arange(n)[:, None] - 4 + np.arange(10)[None], 0, t - 1)
+    frames = torch.tensor([0, 1, 150, n - 1])
+    cols = torch.arange(0, 40)
+    save_file({"whole_features": feats, "chunk_index": torch.from_numpy(index), "chunk_frames": frames,
+               "chunks": feats[torch.from_numpy(index)[frames].reshape(-1)].reshape(len(frames), 50, 96),
+               "mel_cols": cols, "mel": A.log_mel(x)[:, cols].contiguous()}, str(tmp_path / "features.safetensors"))
+    res = check_whisper.check(tmp_path)
+    assert res["ok"], res
+    assert res["features_shape"] == [t, 5, 96] and res["n_chunks"] == n == 314
