@@ -81,10 +81,12 @@ def test_smoothing_state_and_reset():
 def test_bilinear_warp_fill_and_identity():
     src = np.arange(5 * 6 * 3, dtype=np.float32).reshape(5, 6, 3)
     ident = np.array([[1, 0, 0], [0, 1, 0]], np.float64)
-    np.testing.assert_allclose(bilinear_warp(src, ident, (6, 5), FILL_VALUE), src, atol=1e-4)
+    chw = src.transpose(2, 0, 1)
+    np.testing.assert_allclose(bilinear_warp(src, ident, (6, 5), FILL_VALUE), chw, atol=1e-4)
+    np.testing.assert_allclose(bilinear_warp(chw, ident, (6, 5), FILL_VALUE, planar=True), chw, atol=1e-4)
     half = np.array([[1, 0, -0.5], [0, 1, 0]], np.float64)  # first column half outside → half fill
     out = bilinear_warp(src, half, (6, 5), FILL_VALUE)
-    np.testing.assert_allclose(out[:, 0], 0.5 * src[:, 0] + 0.5 * FILL_VALUE, atol=1e-4)
+    np.testing.assert_allclose(out[:, :, 0], 0.5 * chw[:, :, 0] + 0.5 * FILL_VALUE, atol=1e-4)
 
 
 def _full_frame_restore(frame, face, matrix, resolution):
@@ -95,10 +97,11 @@ def _full_frame_restore(frame, face, matrix, resolution):
     w, h = crop_size(resolution)
     height, width = frame.shape[:2]
     crop = F.interpolate(torch.as_tensor(face)[None].float(), size=(h, w), mode="bicubic", align_corners=False,
-                         antialias=True)[0].permute(1, 2, 0).numpy()
-    warped = bilinear_warp(np.ascontiguousarray(crop), matrix.astype(np.float64), (width, height), FILL_VALUE)
-    warped = np.clip(warped / 2 + 0.5, 0, 1) * 255
-    mask = bilinear_warp(np.ones((h, w, 1), np.float32), matrix.astype(np.float64), (width, height), 0.0)[:, :, 0]
+                         antialias=True)[0].numpy()
+    warped = bilinear_warp(crop, matrix.astype(np.float64), (width, height), FILL_VALUE, planar=True)
+    warped = (np.clip(warped / 2 + 0.5, 0, 1) * 255).transpose(1, 2, 0)
+    mask = bilinear_warp(np.ones((1, h, w), np.float32), matrix.astype(np.float64), (width, height), 0.0,
+                         planar=True)[0]
     eroded = cv2.erode(mask, np.ones((2, 2), np.uint8), anchor=(1, 1))
     w_edge = int(np.sqrt(eroded.sum(dtype=np.float64))) // 20
     center = cv2.erode(eroded, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
@@ -127,9 +130,9 @@ def test_restore_equals_full_frame_and_keeps_outside(shape, points, resolution):
     outside[y0:y1, x0:x1] = False
     changed = np.any(out != frame, axis=2)
     assert not changed[outside].any()
-    soft = np.zeros(frame.shape[:2], np.float32)
-    soft[y0:y1, x0:x1] = plan.soft[:, :, 0]
-    assert not changed[soft == 0].any()  # only the feathered region changes
+    keep = np.ones(frame.shape[:2], np.float32)
+    keep[y0:y1, x0:x1] = plan.keep  # 1 − soft mask
+    assert not changed[keep == 1].any()  # only the feathered region changes
     assert changed.sum() > 100
     np.testing.assert_array_equal(restore(frame, face.numpy(), plan), out)
 

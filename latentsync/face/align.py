@@ -80,35 +80,37 @@ def source_box(matrix: np.ndarray, size_wh: tuple[int, int], frame_hw: tuple[int
     return x0, y0, x1, y1
 
 
-def bilinear_warp(src: np.ndarray, dst_to_src: np.ndarray, size_wh: tuple[int, int], fill: float) -> np.ndarray:
-    """Exact bilinear resampling (pixel centres map exactly, taps outside ``src`` read ``fill``) of a float32
-    HxWxC image: out(x, y) = src(dst_to_src · (x, y, 1)). OpenCV's warpAffine quantises sub-pixel positions to
-    1/32 px, which misses the reference by up to 3 levels; torch's grid_sample (align_corners=True) on a
-    ``fill``-padded copy with border clamping reproduces the reference's fill semantics."""
+def bilinear_warp(src: np.ndarray, dst_to_src: np.ndarray, size_wh: tuple[int, int], fill: float, *,
+                  planar: bool = False) -> np.ndarray:
+    """Exact bilinear resampling of an image (HxWxC, or CxHxW when ``planar``; any real dtype):
+    out(x, y) = src(dst_to_src · (x, y, 1)), pixel centres mapping exactly, taps outside ``src`` reading
+    ``fill``. Returns float32 CxHxW. OpenCV's warpAffine quantises sub-pixel positions to 1/32 px, which misses
+    the reference by up to 3 levels; torch's grid_sample (align_corners=True) on a ``fill``-padded planar copy
+    with border clamping reproduces the reference's fill semantics."""
     import torch
     import torch.nn.functional as F
 
     w, h = size_wh
-    src_h, src_w, channels = src.shape
-    padded = cv2.copyMakeBorder(src, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=(fill,) * 4)
-    if padded.ndim == 2:
-        padded = padded[:, :, None]
+    chw = src if planar else src.transpose(2, 0, 1)
+    channels, src_h, src_w = chw.shape
+    padded = np.full((1, channels, src_h + 2, src_w + 2), fill, np.float32)
+    padded[0, :, 1:-1, 1:-1] = chw  # one pass: cast + layout
     a = np.asarray(dst_to_src, dtype=np.float64)
-    xs = np.arange(w, dtype=np.float64)
-    ys = np.arange(h, dtype=np.float64)[:, None]
-    grid = np.empty((1, h, w, 2), np.float32)
     # source position in the padded image (+1), normalised to [-1, 1] over its pixel centres
-    grid[0, :, :, 0] = ((a[0, 0] * xs + a[0, 1] * ys + a[0, 2] + 1.0) * (2.0 / (src_w + 1)) - 1.0)
-    grid[0, :, :, 1] = ((a[1, 0] * xs + a[1, 1] * ys + a[1, 2] + 1.0) * (2.0 / (src_h + 1)) - 1.0)
+    sx, sy = 2.0 / (src_w + 1), 2.0 / (src_h + 1)
+    xs = np.arange(w, dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    grid = np.empty((1, h, w, 2), np.float32)
+    grid[0, :, :, 0] = np.float32(a[0, 0] * sx) * xs + np.float32(a[0, 1] * sx) * ys + np.float32((a[0, 2] + 1) * sx - 1)
+    grid[0, :, :, 1] = np.float32(a[1, 0] * sy) * xs + np.float32(a[1, 1] * sy) * ys + np.float32((a[1, 2] + 1) * sy - 1)
     with torch.inference_mode():
-        image = torch.from_numpy(padded).permute(2, 0, 1)[None]
-        out = F.grid_sample(image, torch.from_numpy(grid), mode="bilinear", padding_mode="border",
-                            align_corners=True)
-        return out[0].permute(1, 2, 0).contiguous().numpy()
+        out = F.grid_sample(torch.from_numpy(padded), torch.from_numpy(grid), mode="bilinear",
+                            padding_mode="border", align_corners=True)
+        return out[0].numpy()
 
 
 def warp_crop(frame: np.ndarray, matrix: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
-    """Bilinear warp of ``frame`` through ``matrix`` (frame → crop) to a uint8 crop, fill 127, truncation.
+    """Bilinear warp of ``frame`` through ``matrix`` (frame → crop) to a uint8 HxWx3 crop, fill 127, truncation.
     Only the frame region the crop sees is converted to float (2 px margin keeps the bilinear taps exact)."""
     w, h = size_wh
     box = source_box(matrix, size_wh, frame.shape[:2], margin=2)
@@ -117,8 +119,8 @@ def warp_crop(frame: np.ndarray, matrix: np.ndarray, size_wh: tuple[int, int]) -
     x0, y0, x1, y1 = box
     dst_to_src = cv2.invertAffineTransform(matrix.astype(np.float64))
     dst_to_src[:, 2] -= (x0, y0)
-    roi = frame[y0:y1, x0:x1].astype(np.float32)
-    return bilinear_warp(roi, dst_to_src, (w, h), FILL_VALUE).astype(np.uint8)
+    planes = bilinear_warp(frame[y0:y1, x0:x1], dst_to_src, (w, h), FILL_VALUE).astype(np.uint8)
+    return cv2.merge(list(planes))
 
 
 class FaceAligner:

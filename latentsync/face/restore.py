@@ -26,13 +26,14 @@ from .align import FILL_VALUE, bilinear_warp, crop_size, source_box
 
 @dataclass(frozen=True)
 class RestorePlan:
-    """Precomputed paste-back geometry for one frame: ROI box, warp (crop → ROI) and masks on the ROI."""
+    """Precomputed paste-back geometry for one frame: the box of pixels the feather mask touches, the sampling
+    map (box pixels → crop pixels) and, on the box, soft·eroded and 1 − soft (float32 (h, w))."""
 
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame
-    warp: np.ndarray  # float64 (2, 3) ROI pixels → crop pixels (the sampling map)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the frame; empty when the face misses the frame
+    warp: np.ndarray  # float64 (2, 3) box pixels → crop pixels
     crop_wh: tuple[int, int]
-    eroded: np.ndarray | None  # float32 (h, w, 1) the 2×2-eroded warped ones mask (None: face misses frame)
-    soft: np.ndarray | None  # float32 (h, w, 1) feather mask
+    soft_eroded: np.ndarray | None  # soft · eroded
+    keep: np.ndarray | None  # 1 − soft
 
     @property
     def slices(self) -> tuple[slice, slice]:
@@ -47,21 +48,25 @@ def _margin(matrix: np.ndarray, crop_wh: tuple[int, int]) -> int:
     return int(2 * bound) + 6
 
 
+def _empty(crop_wh) -> RestorePlan:
+    return RestorePlan((0, 0, 0, 0), np.zeros((2, 3)), crop_wh, None, None)
+
+
 def plan_restore(matrix: np.ndarray, frame_hw: tuple[int, int], resolution: int) -> RestorePlan:
     """Paste-back plan for a face aligned with ``matrix`` (frame → crop) at ``resolution`` in a frame of
-    ``frame_hw`` = (height, width)."""
+    ``frame_hw`` = (height, width). Masks are computed on the warped crop's box plus a margin wider than the
+    erosion and blur reach (so they equal a full-frame computation), then cut to where the feather is > 0."""
     crop_wh = crop_size(resolution)
     matrix = np.asarray(matrix, dtype=np.float32).reshape(2, 3)
     frame_hw = (int(frame_hw[0]), int(frame_hw[1]))
     box = source_box(matrix, crop_wh, frame_hw, margin=_margin(matrix, crop_wh))
     if box is None:
-        return RestorePlan((0, 0, 0, 0), np.zeros((2, 3)), crop_wh, None, None)
+        return _empty(crop_wh)
     x0, y0, x1, y1 = box
     warp = matrix.astype(np.float64)
     warp[:, 2] += warp[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    size = (x1 - x0, y1 - y0)
-    ones = np.ones((crop_wh[1], crop_wh[0], 1), np.float32)
-    inv_mask = np.ascontiguousarray(bilinear_warp(ones, warp, size, 0.0)[:, :, 0])
+    ones = np.ones((1, crop_wh[1], crop_wh[0]), np.float32)
+    inv_mask = bilinear_warp(ones, warp, (x1 - x0, y1 - y0), 0.0, planar=True)[0]
     # 2×2 erosion over rows y−1..y, cols x−1..x (anchor at the kernel's bottom-right); borders never erode
     eroded = cv2.erode(inv_mask, np.ones((2, 2), np.uint8), anchor=(1, 1), borderType=cv2.BORDER_CONSTANT,
                        borderValue=float("inf"))
@@ -74,11 +79,18 @@ def plan_restore(matrix: np.ndarray, frame_hw: tuple[int, int], resolution: int)
         soft = cv2.GaussianBlur(center, (blur, blur), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101)
     else:  # tiny face: the reference's empty kernel makes OpenCV use 3×3; a size-1 blur is the identity
         soft = cv2.erode(eroded, np.ones((3, 3), np.uint8))
-    return RestorePlan(box, warp, crop_wh, eroded[:, :, None], soft[:, :, None])
+    rows, cols = np.nonzero(soft.any(axis=1))[0], np.nonzero(soft.any(axis=0))[0]
+    if rows.size == 0:
+        return _empty(crop_wh)
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    soft, eroded = soft[r0:r1, c0:c1], eroded[r0:r1, c0:c1]
+    warp[:, 2] += warp[:, :2] @ np.array([c0, r0], dtype=np.float64)
+    return RestorePlan((x0 + int(c0), y0 + int(r0), x0 + int(c1), y0 + int(r1)), warp, crop_wh,
+                       np.ascontiguousarray(soft * eroded), np.float32(1.0) - soft)
 
 
 def _face_to_crop(face, crop_wh: tuple[int, int]) -> np.ndarray:
-    """(3, R, R) float in [−1, 1] (tensor or array) → float32 HWC crop-size image (bicubic, antialias)."""
+    """(3, R, R) float in [−1, 1] (tensor or array) → float32 (3, h, w) crop-size image (bicubic, antialias)."""
     import torch
     import torch.nn.functional as F
 
@@ -89,27 +101,26 @@ def _face_to_crop(face, crop_wh: tuple[int, int]) -> np.ndarray:
         tensor = tensor.detach().to(device="cpu", dtype=torch.float32)
         resized = F.interpolate(tensor[None], size=(crop_wh[1], crop_wh[0]), mode="bicubic",
                                 align_corners=False, antialias=True)[0]
-        return resized.permute(1, 2, 0).contiguous().numpy()
+        return resized.numpy()
 
 
 def restore(frame: np.ndarray, face, plan: RestorePlan) -> np.ndarray:
-    """Paste ``face`` ((3, R, R) float in [−1, 1]) into a copy of ``frame`` using a precomputed plan."""
+    """Paste ``face`` ((3, R, R) float in [−1, 1]) into a copy of ``frame`` using a precomputed plan.
+    Pixels outside ``plan.box`` (and inside it wherever the feather is 0) are copied unchanged."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise InputError(f"expected an HxWx3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
     out = frame.copy()
-    if plan.soft is None:
+    if plan.keep is None:
         return out
     crop = _face_to_crop(face, plan.crop_wh)
     rows, cols = plan.slices
-    region = frame[rows, cols]
-    height, width = region.shape[:2]
-    warped = bilinear_warp(crop, plan.warp, (width, height), FILL_VALUE)
+    height, width = plan.keep.shape
+    warped = bilinear_warp(crop, plan.warp, (width, height), FILL_VALUE, planar=True)
     np.clip(warped * np.float32(0.5) + np.float32(0.5), 0.0, 1.0, out=warped)
     warped *= np.float32(255.0)
-    pasted = plan.eroded * warped
-    soft = plan.soft
-    blended = soft * pasted + (np.float32(1.0) - soft) * region.astype(np.float32)
-    out[rows, cols] = blended.astype(np.uint8)
+    region = frame[rows, cols].transpose(2, 0, 1).astype(np.float32)
+    blended = plan.soft_eroded * warped + plan.keep * region
+    out[rows, cols] = blended.astype(np.uint8).transpose(1, 2, 0)
     return out
 
 
