@@ -85,7 +85,6 @@ def test_hf_folder_matches_openai_pt(tmp_path, ckpt_path, encoder, mel, states):
 
     ckpt = _openai_ckpt(ckpt_path)
     config = whisper_config_from_dims({**ckpt["dims"], "n_vocab": 64})  # the decoder is irrelevant here
-    config.pad_token_id = 1
     enc_state = {openai_to_hf_key(k[len("encoder."):]): v for k, v in ckpt["model_state_dict"].items()
                  if k.startswith("encoder.")}
     for cls, name in ((WhisperForConditionalGeneration, "hf_cg"), (WhisperModel, "hf_model")):

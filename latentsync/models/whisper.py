@@ -66,8 +66,12 @@ def whisper_config_from_dims(dims: dict):
     """A transformers ``WhisperConfig`` equivalent to OpenAI ``ModelDimensions``."""
     from transformers import WhisperConfig
 
+    vocab = int(dims["n_vocab"])
+    # small test vocabularies cannot hold Whisper's special token ids (unused by the encoder anyway)
+    tokens = {} if vocab > 50257 else {k: vocab - 1 for k in ("pad_token_id", "bos_token_id", "eos_token_id",
+                                                              "decoder_start_token_id")}
     return WhisperConfig(
-        vocab_size=int(dims["n_vocab"]), num_mel_bins=int(dims["n_mels"]),
+        vocab_size=vocab, **tokens, num_mel_bins=int(dims["n_mels"]),
         d_model=int(dims["n_audio_state"]), encoder_layers=int(dims["n_audio_layer"]),
         encoder_attention_heads=int(dims["n_audio_head"]), encoder_ffn_dim=4 * int(dims["n_audio_state"]),
         max_source_positions=int(dims["n_audio_ctx"]), decoder_layers=int(dims["n_text_layer"]),
