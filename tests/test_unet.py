@@ -237,3 +237,15 @@ def test_deepcache_cheap_steps_reuse_deep_features(tiny_model):
         bigger, ehs2 = _inputs(2, 3, 8, 8)
         tiny_model(bigger, 801, ehs2, cache=cache, step_index=4)
         assert cache.last_was_full  # a new batch shape never reuses stale features
+
+
+def test_tiny_model_set_loads_through_the_real_path(tiny_models):
+    """tools/make_tiny_models.py output: the sidecar unet_config.json is picked up by load_unet."""
+    model = load_unet(tiny_models / "latentsync_unet.pt", "1.6", dtype=torch.float32)
+    config = json.loads((tiny_models / "unet_config.json").read_text())
+    assert model.config["block_out_channels"] == config["block_out_channels"] != [320, 640, 1280, 1280]
+    sample, ehs = _inputs(1, 2, 8, 8)
+    ehs = ehs[..., : config["cross_attention_dim"]]
+    with torch.inference_mode():
+        out = model(sample, 951, ehs)
+    assert out.shape == (1, 4, 2, 8, 8) and torch.isfinite(out).all()
