@@ -52,6 +52,8 @@ CASES = [  # canvas (w, h), scale, angle, nose position as a fraction of the can
     ((853, 480), 1.2, 20.0, (0.35, 0.5)),
     ((720, 1280), 1.0, 0.0, (0.5, 0.5)),  # portrait, face small in a tall frame
     ((720, 1280), 2.0, -15.0, (0.45, 0.35)),
+    ((1280, 720), 4.0, 0.0, (0.5, 0.42)),  # close-up
+    ((1280, 720), 1.5, 0.0, (0.05, 0.5)),  # half the head outside the left edge
 ]
 
 

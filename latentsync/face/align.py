@@ -101,8 +101,9 @@ def bilinear_warp(src: np.ndarray, dst_to_src: np.ndarray, size_wh: tuple[int, i
     xs = np.arange(w, dtype=np.float32)
     ys = np.arange(h, dtype=np.float32)[:, None]
     grid = np.empty((1, h, w, 2), np.float32)
-    grid[0, :, :, 0] = np.float32(a[0, 0] * sx) * xs + np.float32(a[0, 1] * sx) * ys + np.float32((a[0, 2] + 1) * sx - 1)
-    grid[0, :, :, 1] = np.float32(a[1, 0] * sy) * xs + np.float32(a[1, 1] * sy) * ys + np.float32((a[1, 2] + 1) * sy - 1)
+    for axis, norm in ((0, sx), (1, sy)):
+        grid[0, :, :, axis] = (np.float32(a[axis, 0] * norm) * xs + np.float32(a[axis, 1] * norm) * ys
+                               + np.float32((a[axis, 2] + 1) * norm - 1))
     with torch.inference_mode():
         out = F.grid_sample(torch.from_numpy(padded), torch.from_numpy(grid), mode="bilinear",
                             padding_mode="border", align_corners=True)
