@@ -95,6 +95,17 @@ def probe(path) -> VideoInfo:
                          audio_channels=a.codec_context.channels if a else None, rotation=rotation)
 
 
+def _sws_flags():
+    from av.video.reformatter import Interpolation as I
+
+    # accurate rounding + full chroma interpolation: without them swscale's YUV→RGB is biased by about −1 level
+    return I.BILINEAR | I.ACCURATE_RND | I.FULL_CHR_H_INT
+
+
+def _to_rgb(frame) -> np.ndarray:
+    return frame.reformat(format="rgb24", interpolation=_sws_flags()).to_ndarray()
+
+
 def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
     """Yield the video's frames as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the last chunk is shorter)."""
     import av
@@ -108,7 +119,7 @@ def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
         buf = []
         try:
             for frame in c.decode(v):
-                buf.append(frame.to_ndarray(format="rgb24"))
+                buf.append(_to_rgb(frame))
                 if len(buf) == chunk:
                     yield np.stack(buf)
                     buf = []
@@ -235,7 +246,7 @@ class VideoWriter:
                                      (0, 0)), mode="edge")
         for img in frames:
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            f = f.reformat(format="yuv420p", dst_colorspace="ITU709")
+            f = f.reformat(format="yuv420p", dst_colorspace="ITU709", interpolation=_sws_flags())
             f.pts = self.n_written
             f.time_base = self._tb
             self.n_written += 1
