@@ -218,22 +218,19 @@ def _plan(n_mel: int, win: int, mode: str) -> list[tuple[int, np.ndarray]]:
             plan.append((start, w))
         return plan
     hop = min(STITCH_HOP_FRAMES, win) // 2 * 2
-    starts = list(range(0, max(n_mel - win, 0) + hop, hop))
-    while starts[-1] + win < n_mel:  # safety: the range above already reaches the end
-        starts.append(starts[-1] + hop)
-    margin = (rows_per_win - hop // 2) // 2  # rows of context each window keeps beyond its cut
+    starts = list(range(0, n_mel - win + hop, hop))  # the last window reaches the end of the clip
+    margin = (rows_per_win - hop // 2) // 2  # rows of context each window keeps beyond its cuts
     half = min(STITCH_BLEND_ROWS, 2 * margin) // 2
+    cut_in, cut_out = margin, margin + hop // 2  # window-local rows where it takes over / hands over
     r = np.arange(rows_per_win, dtype=np.float64)
     plan = []
     for i, start in enumerate(starts):
         row0 = start // 2
         w = np.ones(rows_per_win)
-        if i > 0:  # fade in around the cut with the previous window
-            cut = starts[i - 1] // 2 + margin + hop // 2 - row0
-            w = np.minimum(w, np.clip((r - (cut - half) + 0.5) / max(2 * half, 1), 0.0, 1.0))
-        if i < len(starts) - 1:  # fade out around the cut with the next window
-            cut = margin + hop // 2
-            w = np.minimum(w, np.clip(((cut + half) - r - 0.5) / max(2 * half, 1), 0.0, 1.0))
+        if i > 0:  # linear fade-in centred on the cut with the previous window
+            w = np.minimum(w, np.clip((r - (cut_in - half) + 0.5) / max(2 * half, 1), 0.0, 1.0))
+        if i < len(starts) - 1:  # complementary fade-out centred on the cut with the next window
+            w = np.minimum(w, np.clip(((cut_out + half) - r - 0.5) / max(2 * half, 1), 0.0, 1.0))
         w[max(0, n_rows - row0):] = 0.0
         plan.append((start, w.astype(np.float32)))
     return plan

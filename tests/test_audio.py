@@ -200,3 +200,14 @@ def test_click_lands_in_its_frames_chunk_centre(encoder, fps):
         assert peak == round(50 * k / fps)
         assert rows[k][4] == peak
         assert torch.equal(chunks[k, 4 * 5], f[peak, 0])
+
+
+@pytest.mark.parametrize("n_mel", [401, 3000, 3001, 5000, 5001, 6806, 12345])
+def test_stitch_plan_covers_every_row_once(n_mel):
+    for mode in ("reference", "stitched"):
+        total = np.zeros(n_mel // 2 + 1500)
+        for start, weight in A._plan(n_mel, 3000, mode):
+            assert start % 2 == 0 and start < n_mel
+            total[start // 2:start // 2 + 1500] += weight
+        np.testing.assert_allclose(total[:n_mel // 2], 1.0, atol=1e-6)
+        assert not total[n_mel // 2:].any()
