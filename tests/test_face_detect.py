@@ -182,3 +182,11 @@ def test_tasks_model_missing_names_url_and_folder(tmp_path):
 def test_auto_backend_prefers_solutions():
     with FaceDetector() as det:
         assert det.backend == "solutions"
+
+
+def test_index_calibration_on_the_photo(detector):
+    """The mesh groups land on the by-eye points of the parity README (within ~2 px) on the photo itself."""
+    detector.reset()
+    det = detector.detect(np.ascontiguousarray(PHOTO))
+    assert det is not None
+    assert np.abs(det.points - PHOTO_POINTS).max() <= 2.5, det.points

@@ -98,10 +98,11 @@ def _face_to_crop(face, crop_wh: tuple[int, int]) -> np.ndarray:
     if tensor.ndim != 3 or tensor.shape[0] != 3:
         raise InputError(f"expected a face tensor (3, R, R), got {tuple(tensor.shape)}")
     with torch.inference_mode():
-        tensor = tensor.detach().to(device="cpu", dtype=torch.float32)
+        # resized where the face lives (a GPU does this for free), then only the crop comes to the host
+        tensor = tensor.detach().to(dtype=torch.float32)
         resized = F.interpolate(tensor[None], size=(crop_wh[1], crop_wh[0]), mode="bicubic",
                                 align_corners=False, antialias=True)[0]
-        return resized.numpy()
+        return resized.cpu().numpy()
 
 
 def restore(frame: np.ndarray, face, plan: RestorePlan) -> np.ndarray:
