@@ -20,8 +20,9 @@ anatomical equivalents (indices of the mesh topology shared by solutions FaceMes
 
 Calibration on scikit-image's astronaut photo, by-eye points of the parity README (201, 90), (250, 93),
 (224, 117): FaceDetector gives (199.5, 90.1), (251.8, 91.9), (224.3, 116.5) with the legacy FaceMesh and
-(200.1, 90.2), (251.4, 92.4), (224.2, 116.5) with the Tasks model (the nose group's mean is ~1.5 px lower
-with 6 dropped, ~2 px higher with 4 dropped; both eyebrow halves alone miss by ~1.5 px vertically).
+(200.1, 90.2), (251.4, 92.4), (224.2, 116.5) with the Tasks model. Alternatives checked on the photo: the nose
+mean moves ~2.4 px down without 6 and ~2.7 px up without 4; the upper or lower eyebrow edge alone is ~1.6 px
+off vertically.
 """
 
 from __future__ import annotations
