@@ -2,8 +2,10 @@
 
 Search (first frame, after a lost track, every ``redetect_every`` frames): mediapipe's face detector is a
 short-range model that sees the image at 128×128, so faces smaller than ~12 % of the image are missed. We
-therefore look at the whole frame, then at overlapping square tiles of the short side and of half the short
-side (25 % overlap), each scaled to ≤ ``SEARCH_SIDE`` px, and merge duplicates. Tracking (every other frame):
+therefore look at the whole frame, then at overlapping square tiles (25 % overlap) of the short side and of
+halves of it down to ``FINE_TILE`` px (where an 80 px face is still ~12 % of the tile), each scaled to
+≤ ``SEARCH_SIDE`` px, and merge duplicates: 1 + 3 views at 720p, 1 + 3 + 8 at 1080p. Every candidate is then
+scored by a second model (see ``SolutionsMesh.verify``). Tracking (every other frame):
 the landmark model runs on a square crop of twice the previous face size around the previous face, scaled
 to ≤ ``TRACK_SIDE`` px — a few ms per frame whatever the frame size. A frame without an acceptable face gives
 None, never an exception.
@@ -26,7 +28,7 @@ SEARCH_SIDE = 640
 TRACK_SIDE = 320
 TRACK_CONTEXT = 2.0  # crop side / face size
 VERIFY_CONTEXT, VERIFY_SIDE = 2.0, 256
-MIN_TILE = 192
+FINE_TILE = 660
 
 
 class Detection:
@@ -60,13 +62,22 @@ def _scaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _tiles(height: int, width: int) -> list[tuple[int, int, int, int]]:
-    """(x0, y0, x1, y1) squares of the short side and of half of it, 25 % overlap."""
-    out = []
+def _tile_sides(height: int, width: int) -> list[int]:
+    """Square tile sides: the short side, then halving down to FINE_TILE, the side at which the smallest
+    acceptable face (≈ 80 px high) still spans ~12 % of the tile, the detector's reach."""
     short = min(height, width)
-    for side in (short, short // 2):
-        if side < MIN_TILE or (side == short and height == width):
-            continue
+    sides = [] if height == width else [short]
+    side = short
+    while side > FINE_TILE * 1.2:
+        side = max(side // 2, FINE_TILE)
+        sides.append(side)
+    return sides
+
+
+def _tiles(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) squares of each tile side with 25 % overlap."""
+    out = []
+    for side in _tile_sides(height, width):
         stride = max(1, int(side * 0.75))
         ys = sorted({*range(0, max(height - side, 0) + 1, stride), max(height - side, 0)})
         xs = sorted({*range(0, max(width - side, 0) + 1, stride), max(width - side, 0)})
