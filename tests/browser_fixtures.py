@@ -1,82 +1,31 @@
-"""Pytest fixtures for the browser tests: a real ComfyUI server, one headless Chromium, one ComfyUI tab."""
+"""Pytest fixtures for the browser tests: one real ComfyUI server with this pack and tiny random models
+(tests/comfy_server.py, the COMFY harness), one headless Chromium, one ComfyUI tab, and small input clips."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
-
-from browser_harness import Browser, ComfyPage, require_browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMFYUI = REPO_ROOT / ".venv" / "comfyui"
+for _p in (str(REPO_ROOT / "tests"), str(REPO_ROOT)):  # also under --import-mode=importlib
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from browser_harness import Browser, ComfyPage, require_browser  # noqa: E402
 
 
-@dataclass
-class Server:
-    url: str
-    base: Path
-
-    @property
-    def output_dir(self) -> Path:
-        return self.base / "output"
-
-    def output_path(self, item: dict) -> Path:
-        return self.output_dir / item.get("subfolder", "") / item["filename"]
-
-    def probe_output(self, item: dict):
-        from latentsync.video import probe
-        return probe(self.output_path(item))
+def output_path(server, item: dict) -> Path:
+    """Where a /history output entry ({"filename", "subfolder", "type"}) lies on disk."""
+    return Path(server.base) / item.get("type", "output") / item.get("subfolder", "") / item["filename"]
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
-    """ComfyUI (core nodes only) on 127.0.0.1 with a temp base directory, --cpu."""
-    base = tmp_path_factory.mktemp("comfy_base")
-    for sub in ("custom_nodes", "input", "output", "temp", "user"):
-        (base / sub).mkdir()
-    port = _free_port()
-    log = open(base / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--base-directory", str(base), "--disable-auto-launch", "--disable-all-custom-nodes"],
-        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited: {(base / 'server.log').read_text()[-2000:]}")
-            try:
-                if requests.get(url + "/object_info/SaveVideo", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("ComfyUI did not start in 120 s")
-            time.sleep(0.5)
-        yield Server(url, base)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def probe_output(server, item: dict):
+    from latentsync.video import probe
+    return probe(output_path(server, item))
 
 
 @pytest.fixture(scope="session")
@@ -85,6 +34,15 @@ def browser():
     b = Browser.launch()
     yield b
     b.close()
+
+
+@pytest.fixture(scope="session")
+def comfy(browser, tmp_path_factory, tiny_models):
+    """ComfyUI 0.3.75 on 127.0.0.1 (--cpu) with this pack in custom_nodes/ and tiny models in models/latentsync."""
+    from comfy_server import ComfyServer
+    server = ComfyServer.start(tmp_path_factory.mktemp("comfy_browser"), tiny_models)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +70,7 @@ class Clip:
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> Clip:
-    """12 frames of 64x64 at 12 fps with one second of 16 kHz audio."""
+    """12 flat frames of 64x64 at 12 fps with one second of 16 kHz audio (for core-node checks)."""
     from latentsync.video import VideoWriter
     path = tmp_path_factory.mktemp("clip") / "tiny_clip.mp4"
     n, fps, sr = 12, 12.0, 16000
@@ -120,6 +78,29 @@ def tiny_clip(tmp_path_factory) -> Clip:
     audio = (0.2 * np.sin(2 * np.pi * 440 * t))[None, :].astype(np.float32)
     with VideoWriter(path, fps, 64, 64, audio=(audio, sr)) as w:
         for i in range(n):
-            frame = np.full((1, 64, 64, 3), 20 * i % 255, dtype=np.uint8)
-            w.write(frame)
+            w.write(np.full((1, 64, 64, 3), 20 * i % 255, dtype=np.uint8))
     return Clip(path, n, fps)
+
+
+@dataclass
+class TalkingClip:
+    video: Path        # 6 frames, 256x256, 25 fps, with its own 0.24 s speech track
+    speech: Path       # 0.3 s of speech, 16 kHz mono wav
+    n_frames: int
+    fps: float
+    speech_sec: float
+
+
+@pytest.fixture(scope="session")
+def talking_clip(tmp_path_factory) -> TalkingClip:
+    """A very short talking-head clip (tools/make_sample.py's astronaut) and a separate, slightly longer speech."""
+    from latentsync.video import VideoWriter
+    from tools.make_sample import make_frames, make_speech, write_wav
+    out = tmp_path_factory.mktemp("talking")
+    n, fps, sr, speech_sec = 6, 25.0, 16000, 0.3
+    speech = make_speech(speech_sec, sr)
+    wav = write_wav(out / "speech.wav", speech, sr)
+    video = out / "face.mp4"
+    with VideoWriter(video, fps, 256, 256, audio=(speech[None, : int(n / fps * sr)], sr)) as w:
+        w.write(make_frames(n, fps, 256, 256))
+    return TalkingClip(video, wav, n, fps, speech_sec)

@@ -316,8 +316,10 @@ def upload_input(base_url: str, path: Path, name: str | None = None) -> str:
 
 def _is_noise(text: str) -> bool:
     # The page has no internet (and no favicon/user files yet): failed fetches there are not load warnings.
+    # Neither is the frontend's look-up of node packs in the Comfy registry (blocked by its own CSP here).
     return ("ERR_NAME_NOT_RESOLVED" in text or "Failed to load resource" in text
-            or "ERR_INTERNET_DISCONNECTED" in text)
+            or "ERR_INTERNET_DISCONNECTED" in text
+            or ("https://api.comfy.org/" in text and "Content Security Policy" in text))
 
 
 _INSTALL_RECORDERS = """() => {

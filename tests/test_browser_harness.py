@@ -4,12 +4,18 @@ and the widget checker catching a deliberately wrong widget order."""
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 
+TESTS_DIR = str(Path(__file__).resolve().parent)
+if TESTS_DIR not in sys.path:  # also under --import-mode=importlib
+    sys.path.insert(0, TESTS_DIR)
+
 from browser_harness import (check_widgets, history_error, saved_videos, upload_input,
                              wait_for_history)
-from browser_fixtures import browser, comfy, comfy_tab, page, tiny_clip  # noqa: F401  (pytest fixtures)
+from browser_fixtures import browser, comfy, comfy_tab, page, probe_output, tiny_clip  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -62,7 +68,7 @@ def test_core_workflow_dropped_and_queued_from_ui(page, comfy, tiny_clip):
     entry = wait_for_history(comfy.url, answer["prompt_id"], timeout=60)
     assert entry["status"]["status_str"] == "success", history_error(entry)
     [video] = saved_videos(entry)
-    info = comfy.probe_output(video)
+    info = probe_output(comfy, video)
     assert info.n_frames == tiny_clip.n_frames
     assert info.fps == pytest.approx(12.0)
     assert info.has_audio
