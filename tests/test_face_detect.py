@@ -143,7 +143,7 @@ def test_face_choice_in_a_two_person_shot(models_dir):
     canvas, left_truth = place(1280, 720, 1.0, 0.0, (350, 330))
     frame, right_truth = place(1280, 720, 1.5, 0.0, (900, 330), canvas=canvas)
     expect = {"largest": right_truth, "leftmost": left_truth, "rightmost": right_truth, "index:0": left_truth,
-              "index:1": right_truth}
+              "index:1": right_truth, "center": right_truth, "left": left_truth}
     for choice, truth in expect.items():
         with FaceDetector("solutions", face=choice) as det:
             found = det.detect(frame)

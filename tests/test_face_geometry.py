@@ -152,6 +152,7 @@ def test_selection_filter_and_choices():
     assert choose(boxes, "largest") == 0 and choose(boxes, "leftmost") == 1 and choose(boxes, "rightmost") == 2
     assert choose(boxes, "index:0") == 1 and choose(boxes, "index 2") == 2 and choose(boxes, 1) == 0
     assert choose(boxes, "index:3") is None and choose([], "largest") is None
-    assert parse_choice("Index: 4") == ("index", 4)
+    assert choose(boxes, "center", (700, 150)) == 0 and choose(boxes, "centre", (200, 200)) == 1
+    assert parse_choice("Index: 4") == ("index", 4) and parse_choice("left") == ("leftmost", 0)
     with pytest.raises(InputError):
-        parse_choice("biggest")
+        parse_choice("tallest")

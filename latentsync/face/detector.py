@@ -99,7 +99,8 @@ class FaceDetector:
     """Finds the chosen face per frame. Stateful per video (tracking): call ``reset`` between videos.
 
     backend: "auto" (legacy mediapipe FaceMesh if present, else Tasks), "solutions", "tasks", "insightface".
-    face: "largest" (reference), "leftmost", "rightmost" or "index:N" (left to right from 0).
+    face: "largest" (reference), "leftmost", "rightmost", "center" or "index:N" (left to right from 0);
+    aliases "left", "right", "centre".
     model_dir: folder with ``face_landmarker.task`` for the Tasks backend (and insightface's models).
     """
 
@@ -197,7 +198,7 @@ class FaceDetector:
     def _search_choice(self, frame: np.ndarray) -> Detection | None:
         self._since_search = 0
         faces = self._search(frame)
-        index = choose([f.box for f in faces], self.choice)
+        index = choose([f.box for f in faces], self.choice, (frame.shape[1], frame.shape[0]))
         if index is None:
             return None
         chosen = Detection.from_raw(faces[index])
