@@ -35,7 +35,7 @@ class VideoInfo:
     rate: Fraction = Fraction(0)  # exact frame rate (e.g. 30000/1001)
     audio_sample_rate: int | None = None
     audio_channels: int | None = None
-    rotation: int = 0  # display rotation in degrees from the container metadata (frames are returned unrotated)
+    rotation: int = 0  # display rotation (degrees counterclockwise) of the file; iter_frames already applies it
 
 
 def _open(path):
@@ -67,13 +67,23 @@ def _rate(stream) -> Fraction:
 
 
 def probe(path) -> VideoInfo:
-    """Frame rate, frame count, size, duration and audio presence of a video file (counts packets when the
-    container does not store the frame count)."""
+    """Frame rate, frame count, size (as iter_frames returns the frames), duration and audio presence of a video
+    file (counts packets when the container does not store the frame count)."""
+    import av
+
     with _open(path) as c:
         v = _video_stream(c, path)
         rate = _rate(v)
+        rotation = 0
+        try:  # the display rotation is known from the first decoded frame
+            for frame in c.decode(v):
+                rotation = int(getattr(frame, "rotation", 0) or 0)
+                break
+        except av.error.FFmpegError as e:
+            raise InputError(f"{path} is not a readable video file ({e}).") from e
         n = int(v.frames or 0)
-        if n <= 0:
+        if n <= 0:  # the container does not store the count (e.g. some .mkv/.webm): count packets
+            c.seek(0)
             n = sum(1 for pkt in c.demux(v) if pkt.size > 0)
         if v.duration is not None and v.time_base is not None:
             duration = float(v.duration * v.time_base)
@@ -82,14 +92,10 @@ def probe(path) -> VideoInfo:
         else:
             duration = n / float(rate)
         a = c.streams.audio[0] if c.streams.audio else None
-        rotation = 0
-        try:
-            for frame in c.decode(video=0) if n else ():
-                rotation = int(getattr(frame, "rotation", 0) or 0)
-                break
-        except Exception:  # noqa: BLE001 - rotation is informative only
-            pass
-        return VideoInfo(fps=float(rate), n_frames=n, width=v.codec_context.width, height=v.codec_context.height,
+        width, height = v.codec_context.width, v.codec_context.height
+        if int(round(rotation / 90.0)) % 2:  # portrait phone videos: report the size iter_frames returns
+            width, height = height, width
+        return VideoInfo(fps=float(rate), n_frames=n, width=width, height=height,
                          has_audio=a is not None, duration=duration, rate=rate,
                          audio_sample_rate=a.codec_context.sample_rate if a else None,
                          audio_channels=a.codec_context.channels if a else None, rotation=rotation)
@@ -102,12 +108,21 @@ def _sws_flags():
     return I.BILINEAR | I.ACCURATE_RND | I.FULL_CHR_H_INT
 
 
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a display rotation (degrees counterclockwise, FFmpeg's display-matrix convention, e.g. −90 for a
+    portrait phone video) to an (H, W, C) frame, as players do."""
+    k = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
+
+
 def _to_rgb(frame) -> np.ndarray:
-    return frame.reformat(format="rgb24", interpolation=_sws_flags()).to_ndarray()
+    rgb = frame.reformat(format="rgb24", interpolation=_sws_flags()).to_ndarray()
+    return upright(rgb, int(getattr(frame, "rotation", 0) or 0))
 
 
 def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
-    """Yield the video's frames as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the last chunk is shorter)."""
+    """Yield the video's frames as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the last chunk is shorter),
+    turned upright when the file carries a display rotation (so faces are upright and the output needs no tag)."""
     import av
 
     if chunk < 1:

@@ -122,3 +122,21 @@ def test_bad_inputs_are_input_errors(tmp_path):
         next(V.iter_frames(wav))
     samples, sr = V.read_audio(wav)  # audio of any media file is still readable
     assert sr == 16000 and samples.shape == (1, 3200)
+
+
+def test_display_rotation_is_applied_like_players():
+    img = np.arange(2 * 3).reshape(2, 3, 1)  # 2 rows, 3 columns
+    assert V.upright(img, 0) is img
+    assert V.upright(img, -90)[..., 0].tolist() == [[3, 0], [4, 1], [5, 2]]  # clockwise (portrait phone clips)
+    assert V.upright(img, 90)[..., 0].tolist() == [[2, 5], [1, 4], [0, 3]]  # counterclockwise
+    assert V.upright(img, 180)[..., 0].tolist() == [[5, 4, 3], [2, 1, 0]]
+    assert V.upright(img, -180).tolist() == V.upright(img, 180).tolist()
+
+
+def test_probe_counts_frames_without_a_stored_count(tmp_path):
+    out = tmp_path / "clip.mkv"  # matroska stores no frame count
+    with V.VideoWriter(out, 24, 32, 32) as writer:
+        writer.write(_frames(7, 32, 32))
+    info = V.probe(out)
+    assert (info.n_frames, info.fps, info.width, info.height) == (7, 24.0, 32, 32)
+    assert sum(len(c) for c in V.iter_frames(out, chunk=3)) == 7
