@@ -122,7 +122,13 @@ def test_static_clip_is_stable(detector):
     frame, truth = place(1280, 720, 1.5, 3.0)
     detector.reset()
     aligner = FaceAligner(512)
-    matrices = [r.matrix.astype(np.float64) for r in analyze_frames([frame] * 5, detector, aligner)]
+    detector.redetect_every = 2  # search, track, track, search, ...: both paths must agree
+    try:
+        results = analyze_frames([frame] * 5, detector, aligner)
+    finally:
+        detector.redetect_every = 50
+    assert [r.detection.tracked for r in results] == [False, True, True, False, True]
+    matrices = [r.matrix.astype(np.float64) for r in results]
     # where the true points land in the crop (the translation alone mixes in rotation about the frame origin)
     mapped = np.stack([truth @ m[:, :2].T + m[:, 2] for m in matrices])
     spread = np.ptp(mapped, axis=0).max()  # crop px; 1 frame px = ~3 crop px at this scale

@@ -1,6 +1,7 @@
 """FaceDetector: finds the chosen face in each frame of a video and returns its three alignment points.
 
-Search (first frame, after a lost track, every ``redetect_every`` frames): mediapipe's face detector is a
+Search (first frame, after a lost track, every ``redetect_every`` frames — 2 s at 25 fps — so a face that
+becomes the chosen one, e.g. the largest, is picked up): mediapipe's face detector is a
 short-range model that sees the image at 128×128, so faces smaller than ~12 % of the image are missed. We
 therefore look at the whole frame, then at overlapping square tiles (25 % overlap) of the short side and of
 halves of it down to ``FINE_TILE`` px (where an 80 px face is still ~12 % of the tile), each scaled to
@@ -105,7 +106,7 @@ class FaceDetector:
     """
 
     def __init__(self, backend: str = "auto", face="largest", model_dir=None, *, allow_download: bool = False,
-                 max_faces: int = 4, track: bool = True, redetect_every: int = 25, min_score: float = MIN_SCORE):
+                 max_faces: int = 4, track: bool = True, redetect_every: int = 50, min_score: float = MIN_SCORE):
         self.choice = parse_choice(face)
         self.min_score = min_score
         self.track = track
@@ -122,13 +123,19 @@ class FaceDetector:
         without a face; a backend failure is logged and gives None."""
         _check_frame(frame)
         try:
-            found = None
-            if self.track and self._last is not None and self._since_search < self.redetect_every:
-                found = self._track(frame, self._last)
-            if found is None:
+            last = self._last if self.track else None
+            if last is None:
                 found = self._search_choice(frame)
+            elif self._since_search >= self.redetect_every:  # periodic re-search (the choice may change)
+                found = self._search_choice(frame)
+                if found is None:  # the search can miss a face tracking still holds (e.g. near the size limit)
+                    found = self._track(frame, last)
             else:
-                self._since_search += 1
+                found = self._track(frame, last)
+                if found is None:
+                    found = self._search_choice(frame)
+                else:
+                    self._since_search += 1
             self._last = found
             return found
         except InputError:
