@@ -113,3 +113,17 @@ def test_missing_paths(tmp_path):
         V.load_vae(tmp_path / "vae")
     with pytest.raises(ValueError):
         V.encode(None, torch.zeros(3, 8, 8))
+
+
+def test_full_size_ldm_layout_converts_exactly():
+    """The real sd-vae-ft-mse in LDM names (as in vae-ft-mse-840000-ema-pruned, here on the meta device) converts
+    to exactly our model's keys and shapes; training leftovers of .ckpt files are ignored."""
+    cfg = {k: v for k, v in V.load_vae_config().items() if not k.startswith("_")}
+    model = V._build_empty(cfg)
+    sd = model.state_dict()
+    ldm = V.diffusers_to_ldm_vae(sd)
+    assert ldm["decoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
+    ldm["model_ema.decay"] = torch.empty(())
+    converted, unplaced = V.to_diffusers_vae_state_dict({"first_stage_model." + k: v for k, v in ldm.items()}, cfg)
+    assert unplaced == [] and set(converted) == set(sd)
+    assert all(converted[k].shape == sd[k].shape for k in sd)

@@ -123,7 +123,7 @@ def to_diffusers_vae_state_dict(sd: Mapping[str, torch.Tensor], config: dict
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     ignored = [k for k in sd if k.startswith(_IGNORED_PREFIXES)]
     if ignored:
-        logger.debug("VAE %s: ignoring %d training keys (%s ...)", source, len(ignored), ignored[0])
+        logger.debug("VAE: ignoring %d training keys (%s ...)", len(ignored), ignored[0])
     sd = {k: v for k, v in sd.items() if not k.startswith(_IGNORED_PREFIXES)}
     if not _is_ldm(sd):
         return _fix_deprecated_attention(dict(sd)), []
