@@ -196,3 +196,13 @@ def test_index_calibration_on_the_photo(detector):
     det = detector.detect(np.ascontiguousarray(PHOTO))
     assert det is not None
     assert np.abs(det.points - PHOTO_POINTS).max() <= 2.5, det.points
+
+
+def test_landmarker_download_when_allowed(tmp_path, models_dir, monkeypatch):
+    from latentsync.face import landmarks
+
+    monkeypatch.setattr(landmarks, "LANDMARKER_URL", (models_dir / "face_landmarker.task").as_uri())
+    path = find_landmarker_model(tmp_path / "models", allow_download=True)
+    assert path == tmp_path / "models" / "face_landmarker.task"
+    assert path.read_bytes() == (models_dir / "face_landmarker.task").read_bytes()
+    assert not list((tmp_path / "models").glob("*.part"))
