@@ -154,6 +154,12 @@ _WHAT = {"unet": "LatentSync UNet (latentsync_unet.pt)", "whisper": "Whisper tin
                 "vae-ft-mse-840000-ema-pruned.safetensors in ComfyUI's models/vae)"}
 
 
+def _what(k: str, version: str) -> str:
+    if k == "unet" and version_subdir(version):
+        return f"LatentSync {version} UNet ({version_subdir(version)}/latentsync_unet.pt)"
+    return _WHAT[k]
+
+
 def _sources(version: str) -> str:
     return (f"Hugging Face repos: {UNET_REPOS[version]} (latentsync_unet.pt, whisper/tiny.pt) and {VAE_REPO} "
             f"(config.json, diffusion_pytorch_model.safetensors → vae/).")
@@ -166,7 +172,7 @@ def find_models(version: str = "1.6", models_dir=None, search_dirs: Iterable = (
     found = _resolve(version, models_dir, tuple(search_dirs), tuple(vae_dirs))
     missing = [k for k, (p, _) in found.items() if p is None]
     if missing:
-        lines = [f"LatentSync {version} weights are missing: " + ", ".join(_WHAT[k] for k in missing) + "."]
+        lines = [f"LatentSync {version} weights are missing: " + ", ".join(_what(k, version) for k in missing) + "."]
         for k in missing:
             lines.append(f"Searched for the {k}:")
             lines += [f"  {p}" for p in found[k][1]]
@@ -193,7 +199,7 @@ def model_status(version: str = "1.6", models_dir=None, search_dirs: Iterable = 
             if k == "unet" and (p.parent / UNET_CONFIG_NAME).is_file():
                 lines.append(f"  {'':8s} config   {p.parent / UNET_CONFIG_NAME} (custom UNet config)")
         else:
-            lines.append(f"  {k:8s} MISSING  {_WHAT[k]}; searched:")
+            lines.append(f"  {k:8s} MISSING  {_what(k, version)}; searched:")
             lines += [f"  {'':8s}          {s}" for s in searched]
     if any(p is None for p, _ in found.values()):
         lines.append(f"Get the missing files with:  {download_command(version, models_dir)}")
