@@ -85,12 +85,13 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--model-dir", default=str(Path(__file__).resolve().parents[1] / "tests/fixtures/models"))
     parser.add_argument("--resolution", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch and OpenCV threads (0: leave their defaults)")
     args = parser.parse_args()
-    if args.threads:
+    if args.threads:  # a benchmark knob only; the library never changes thread settings
         import torch
 
         torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     for width, height in ((1280, 720), (1920, 1080)):
         bench(width, height, args)
 
