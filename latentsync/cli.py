@@ -4,7 +4,7 @@
         [--version 1.6|1.5] [--deepcache] [--face largest] [--device auto] [--dtype auto] [--models-dir DIR]
         [--download] [--length-mode audio|video]
     python -m latentsync download [--version 1.6] [--models-dir DIR]
-    python -m latentsync status [--version 1.6] [--models-dir DIR]
+    python -m latentsync status [--version 1.6] [--models-dir DIR]     (exit code 2 when weights are missing)
 
 Streaming: frames are decoded chunk by chunk, lip-synced window by window and encoded once (H.264, CRF 18) with
 the original audio muxed (trimmed/padded to the output length). Every user error (missing weights, unreadable
@@ -140,7 +140,14 @@ def main(argv=None) -> int:
         if sub == "status":
             from .checkpoints import model_status
 
+            from .checkpoints import find_models
+            from .errors import MissingWeightsError
+
             print(model_status(args.version, models_dir=args.models_dir))
+            try:
+                find_models(args.version, models_dir=args.models_dir)
+            except MissingWeightsError:
+                return EXIT_USER_ERROR  # scripts can test for the weights
             return 0
         if sub == "download":
             from .checkpoints import download_models
