@@ -124,10 +124,21 @@ def _is_widget(spec) -> bool:
     return (isinstance(typ, list) or typ in WIDGET_TYPES) and not opts.get("forceInput")
 
 
+def _default(spec):
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in opts:
+        return opts["default"]
+    options = spec[0] if isinstance(spec[0], list) else opts.get("options") or []
+    if options:
+        return options[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
+
+
 def ui_to_api(workflow: dict, object_info: dict) -> dict:
     """Convert a UI-format workflow (what the frontend saves) to the API format /prompt takes, the way the
     frontend does: links become [node_id, slot]; widgets_values map onto the widget inputs in the node's
-    input order (required then optional), skipping the control_after_generate value after a seed."""
+    input order (required then optional), skipping the control_after_generate value after a seed; widgets an
+    older workflow does not carry take their defaults, as when the frontend loads it."""
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt: dict = {}
     for node in workflow["nodes"]:
@@ -152,8 +163,10 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 spec = specs[name]
                 if not _is_widget(spec):
                     continue
-                if pos >= len(values):
-                    break  # older workflows carry fewer widgets: the rest take their defaults
+                if pos >= len(values):  # older workflows carry fewer widgets: the rest take their defaults
+                    if name not in inputs:
+                        inputs[name] = _default(spec)
+                    continue
                 if name not in inputs:
                     inputs[name] = values[pos]
                 pos += 1
@@ -236,3 +249,82 @@ class LatentSyncTestProbe:
 
 NODE_CLASS_MAPPINGS = {"LatentSyncTestProbe": LatentSyncTestProbe}
 '''
+
+
+# ---------------------------------------------------------------------------------------------- session setup
+SAMPLE_VIDEO, SAMPLE_AUDIO, BAD_VIDEO = "latentsync_sample.mp4", "latentsync_sample.wav", "latentsync_bad.mp4"
+SAMPLE_FRAMES, SAMPLE_FPS, SAMPLE_SIZE = 20, 25.0, 384  # 0.8 s; 384 px is the smallest size the detector finds
+SPEECH_SECONDS, SPEECH_RATE = 0.61, 22050  # 15.25 frames at 25 fps: no .5 rounding ties in any rule
+TEST_RESOLUTION = 64  # face crop of the tiny test models (CPU time); the real 1.6 models use 512
+_SHARED: dict = {}
+
+
+def prepare_models(src: Path, dst: Path, resolution: int = TEST_RESOLUTION) -> Path:
+    """Copy the tiny random models into dst and shrink their face crop (unet_config.json "resolution") so that a
+    CPU job takes seconds. The networks are fully convolutional/attention: the same weights run at any size."""
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = dst / "unet_config.json"
+    config = json.loads(cfg.read_text())
+    config["resolution"] = resolution
+    cfg.write_text(json.dumps(config))
+    return dst
+
+
+def make_media(folder: Path) -> dict[str, Path]:
+    """The clips the tests upload: a silent 20-frame 384 px astronaut clip, 0.61 s of speech, a garbage .mp4."""
+    from latentsync.video import VideoWriter
+    from tools.make_sample import make_frames, make_speech, write_wav
+
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / SAMPLE_VIDEO
+    with VideoWriter(video, SAMPLE_FPS, SAMPLE_SIZE, SAMPLE_SIZE) as w:
+        w.write(make_frames(SAMPLE_FRAMES, SAMPLE_FPS, SAMPLE_SIZE, SAMPLE_SIZE))
+    wav = write_wav(folder / SAMPLE_AUDIO, make_speech(SPEECH_SECONDS, SPEECH_RATE), SPEECH_RATE)
+    bad = folder / BAD_VIDEO
+    bad.write_bytes(b"this is not a video file\n" * 64)
+    return {SAMPLE_VIDEO: video, SAMPLE_AUDIO: wav, BAD_VIDEO: bad}
+
+
+def shared_server(tmp_path_factory, tiny_models: Path) -> ComfyServer:
+    """One ComfyUI per test session (all test_comfy_server* modules), with the tiny models, the media uploaded
+    and a test-only probe node; stopped by `stop_shared()` at session end."""
+    server = _SHARED.get("server")
+    if server is not None and server.alive:
+        return server
+    base = tmp_path_factory.mktemp("comfy")
+    (base / "models").mkdir()
+    prepare_models(Path(tiny_models), base / "models" / "latentsync")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "latentsync_test_probe.py").write_text(env_snapshot_node_source())
+    media = make_media(tmp_path_factory.mktemp("media"))
+    server = ComfyServer.start(base)
+    _SHARED["server"] = server
+    for name, path in media.items():
+        server.upload(path, name)
+    return server
+
+
+def stop_shared() -> None:
+    server = _SHARED.pop("server", None)
+    if server is not None:
+        server.stop()
+
+
+def probe_output(path: Path) -> tuple[int, float, float]:
+    """(frames, fps, audio seconds) of a written video, decoded with PyAV."""
+    from latentsync.video import probe, read_audio
+
+    info = probe(path)
+    audio = read_audio(path)
+    seconds = audio[0].shape[1] / audio[1] if audio is not None else 0.0
+    return info.n_frames, info.fps, seconds
+
+
+def load_workflow(name: str, api: bool = True) -> dict:
+    import json
+
+    folder = REPO_ROOT / "example_workflows" / ("api" if api else "")
+    return json.loads((folder / f"{name}.json").read_text())

@@ -153,8 +153,18 @@ class ComfyClient:
                                                and data.get("prompt_id") == prompt_id):
                 result.status = "success"
                 break
-        result.outputs = self.history(prompt_id).get("outputs", {}) if result.status != "timeout" else {}
+        if result.status != "timeout":
+            result.outputs = self._wait_history(prompt_id).get("outputs", {})
         return result
+
+    def _wait_history(self, prompt_id: str, timeout: float = 30.0) -> dict:
+        """The prompt's /history entry; it is stored just after the final ws message, so wait for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entry = self.history(prompt_id)
+            if entry or time.monotonic() > deadline:
+                return entry
+            time.sleep(0.1)
 
     def _finished_in_history(self, prompt_id: str, result: RunResult) -> bool:
         status = self.history(prompt_id).get("status") or {}

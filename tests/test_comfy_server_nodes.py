@@ -1,0 +1,137 @@
+"""A real ComfyUI with this pack: the node schemas it serves, the old wrapper's shared workflow and every shipped
+example run to success and write an mp4 whose frame count / fps / audio duration follow the rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import comfy_server as cs
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+STEPS = 1  # tiny random models on CPU: one denoising step is enough to exercise every stage
+FPS = cs.SAMPLE_FPS
+AUDIO_TOL = 0.05  # AAC frames (1024 samples) round the muxed audio's length
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, tiny_models):
+    server = cs.shared_server(tmp_path_factory, tiny_models)
+    yield server
+    cs.stop_shared()
+
+
+@pytest.fixture(scope="session")
+def object_info(comfy):
+    return comfy.client.get("/object_info")
+
+
+def _names(info: dict, section: str) -> list[str]:
+    return info["input_order"].get(section, [])
+
+
+def test_object_info_lists_every_node_with_its_inputs(object_info):
+    node = object_info["LatentSyncNode"]
+    assert node["display_name"] == "LatentSync1.6 Node" and node["category"] == "LatentSyncNode"
+    assert _names(node, "required") == ["images", "audio", "seed", "lips_expression", "inference_steps"]
+    assert _names(node, "optional")[:1] == ["model"]
+    assert set(_names(node, "optional")) == {"model", "length_mode", "deepcache", "face", "fps"}
+    req = node["input"]["required"]
+    assert req["seed"][1]["default"] == 1247 and req["seed"][1]["control_after_generate"] is True
+    assert (req["lips_expression"][1]["default"], req["lips_expression"][1]["min"], req["lips_expression"][1]["max"],
+            req["lips_expression"][1]["step"]) == (1.5, 1.0, 3.0, 0.1)
+    assert (req["inference_steps"][1]["default"], req["inference_steps"][1]["min"],
+            req["inference_steps"][1]["max"]) == (20, 1, 999)
+    assert node["output"] == ["IMAGE", "AUDIO"] and node["output_name"] == ["images", "audio"]
+
+    adj = object_info["VideoLengthAdjuster"]
+    assert _names(adj, "required") == ["images", "audio", "mode", "fps", "silent_padding_sec"]
+    assert adj["input"]["required"]["mode"][1]["options"] == ["normal", "pingpong", "loop_to_audio"]
+    assert adj["input"]["required"]["fps"][1]["default"] == 25.0
+    assert adj["input"]["required"]["silent_padding_sec"][1]["default"] == 0.5
+    assert adj["output_name"] == ["images", "audio"]
+
+    loader = object_info["LatentSyncModelLoader"]
+    assert _names(loader, "required") == ["version", "dtype", "device", "keep_loaded"]
+    assert loader["input"]["required"]["version"][1]["options"] == ["1.6", "1.5"]
+    assert loader["input"]["required"]["dtype"][1]["options"] == ["auto", "fp16", "bf16", "fp32"]
+    assert loader["output"] == ["LATENTSYNC_MODEL"]
+
+    video = object_info["LatentSyncVideo"]
+    assert _names(video, "required") == ["video", "audio", "seed", "lips_expression", "inference_steps"]
+    assert video["output"] == ["VIDEO"]
+    for name in ("LatentSyncNode", "VideoLengthAdjuster", "LatentSyncModelLoader", "LatentSyncVideo"):
+        for section in ("required", "optional"):
+            for inp, spec in object_info[name]["input"].get(section, {}).items():
+                assert spec[1].get("tooltip"), f"{name}.{inp} has no tooltip"
+
+
+@pytest.mark.parametrize("name", ["latentsync_basic", "latentsync_model_loader", "latentsync_streaming"])
+def test_shipped_ui_and_api_examples_are_the_same_graph(object_info, name):
+    converted = cs.ui_to_api(cs.load_workflow(name, api=False), object_info)
+    shipped = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in cs.load_workflow(name).items()}
+    assert converted == shipped
+
+
+def _run(comfy, prompt: dict, tmp_path):
+    result = comfy.client.run(prompt, timeout=900)
+    assert result.status == "success", f"{result.error_text}\n{comfy.log_tail()}"
+    videos = [f for f in result.files() if f["filename"].endswith(".mp4")]
+    assert len(videos) == 1, result.outputs
+    return cs.probe_output(comfy.client.download(videos[0], tmp_path)), result
+
+
+def test_shared_wrapper_workflow_runs_unchanged_with_core_video_nodes(comfy, object_info, tmp_path, repo_root):
+    """The old wrapper's example (VHS nodes swapped for core ones) converts and runs: pingpong, 0.5 s padding."""
+    shared = json.loads((repo_root / "tests" / "fixtures" / "compat" / "wrapper_basic_workflow.json").read_text())
+    workflow = cs.swap_vhs_for_core(shared, cs.SAMPLE_VIDEO)
+    for node in workflow["nodes"]:
+        if node["type"] == "LoadAudio":
+            node["widgets_values"][0] = cs.SAMPLE_AUDIO
+    prompt = cs.ui_to_api(workflow, object_info)
+    sync = next(v for v in prompt.values() if v["class_type"] == "LatentSyncNode")
+    # the old file carries only [seed, "randomize"]: the other widgets take the defaults
+    assert {k: sync["inputs"][k] for k in ("seed", "lips_expression", "inference_steps")} == \
+        {"seed": 1331, "lips_expression": 1.5, "inference_steps": 20}
+    adjuster = next(v for v in prompt.values() if v["class_type"] == "VideoLengthAdjuster")
+    assert {k: adjuster["inputs"][k] for k in ("mode", "fps", "silent_padding_sec")} == \
+        {"mode": "pingpong", "fps": 25, "silent_padding_sec": 0.5}
+    sync["inputs"]["inference_steps"] = STEPS  # CPU time only; everything else as shared
+    (frames, fps, audio_s), result = _run(comfy, prompt, tmp_path)
+    expected = round((cs.SPEECH_SECONDS + 0.5) * FPS)  # pingpong covers the padded audio: 1.11 s → 28 frames
+    assert (frames, fps) == (expected, FPS)
+    assert audio_s == pytest.approx(expected / FPS, abs=AUDIO_TOL)
+    assert not any(k == "execution_error" for k, _ in result.messages)
+    progress = [d for k, d in result.messages if k == "progress" and str(d.get("node")) == "54"]
+    assert progress and progress[-1]["value"] == progress[-1]["max"]  # per-step progress reached the end
+
+
+def _steps(prompt: dict, steps: int = STEPS) -> dict:
+    for node in prompt.values():
+        if node["class_type"] in ("LatentSyncNode", "LatentSyncVideo"):
+            node["inputs"]["inference_steps"] = steps
+    return prompt
+
+
+def test_basic_example(comfy, tmp_path):
+    (frames, fps, audio_s), _ = _run(comfy, _steps(cs.load_workflow("latentsync_basic")), tmp_path)
+    # normal mode: the 0.8 s video is shorter than the padded audio (1.11 s) → audio cut to the video
+    assert (frames, fps) == (cs.SAMPLE_FRAMES, FPS)
+    assert audio_s == pytest.approx(cs.SAMPLE_FRAMES / FPS, abs=AUDIO_TOL)
+
+
+def test_model_loader_example(comfy, tmp_path):
+    prompt = _steps(cs.load_workflow("latentsync_model_loader"))
+    prompt["4"]["inputs"]["mode"] = "loop_to_audio"  # 20 frames looped to the padded audio: 28 frames
+    (frames, fps, audio_s), _ = _run(comfy, prompt, tmp_path)
+    assert (frames, fps) == (round((cs.SPEECH_SECONDS + 0.5) * FPS), FPS)
+    assert audio_s == pytest.approx(frames / FPS, abs=AUDIO_TOL)
+
+
+def test_streaming_example(comfy, tmp_path):
+    (frames, fps, audio_s), _ = _run(comfy, _steps(cs.load_workflow("latentsync_streaming")), tmp_path)
+    expected = round(cs.SPEECH_SECONDS * FPS)  # length_mode audio: 0.61 s → 15 frames, video cut
+    assert (frames, fps) == (expected, FPS)
+    assert audio_s == pytest.approx(expected / FPS, abs=AUDIO_TOL)
