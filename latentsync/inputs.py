@@ -7,8 +7,8 @@ Frames (decisions, documented in the README):
   any other dtype, NaN/Inf, or values outside 0..1 are an error;
 * C = 1 (grayscale) is replicated to RGB; C = 4 (RGBA) drops the alpha channel; C = 3 is RGB; others: error;
 * frames must be at least 64 x 64 pixels and all the same size.
-Audio: ``(samples, sample_rate)`` or ComfyUI's ``{"waveform": [B, C, T], "sample_rate": int}``; samples
-[T], [C, T] or [B, C, T] (the first batch item is used), any float or int dtype (ints are scaled to -1..1).
+Audio: ``(samples, sample_rate)`` or ComfyUI's ``{"waveform": [1, C, T], "sample_rate": int}``; samples
+[T], [C, T] (or [T, C]) or [1, C, T], any float or int dtype (ints are scaled to -1..1); see ``latentsync.audio``.
 """
 
 from __future__ import annotations
@@ -78,49 +78,18 @@ def frames_to_uint8(chunk, expect_hw: tuple[int, int] | None = None) -> np.ndarr
 
 
 def parse_audio(audio) -> tuple[np.ndarray, int]:
-    """Caller's audio → (samples float32 (C, T) at the ORIGINAL rate, sample_rate). Raises InputError."""
+    """Caller's audio → (samples float32 (C, T) at the ORIGINAL rate, sample_rate). Raises InputError.
+    Accepts ``(samples, sample_rate)`` or ComfyUI's AUDIO dict; samples as ``latentsync.audio.as_channels``."""
+    from .audio import AudioClip
+
     if isinstance(audio, Mapping):
         if "waveform" not in audio or "sample_rate" not in audio:
             raise InputError("AUDIO must be a dict with 'waveform' (a [B, C, T] tensor) and 'sample_rate' keys; "
                              f"got keys {sorted(map(str, audio))}.")
-        samples, sr = audio["waveform"], audio["sample_rate"]
+        clip = AudioClip.from_any(audio["waveform"], audio["sample_rate"])
     elif isinstance(audio, (tuple, list)) and len(audio) == 2:
-        samples, sr = audio
+        clip = AudioClip.from_any(*audio)
     else:
         raise InputError("Audio must be (samples, sample_rate) or a dict {'waveform': [B, C, T], 'sample_rate': int}; "
                          f"got {type(audio).__name__}.")
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer, float)) or not float(sr).is_integer() \
-            or int(sr) <= 0:
-        raise InputError(f"The audio sample rate must be a positive integer (e.g. 16000, 44100), got {sr!r}.")
-    sr = int(sr)
-    if sr < 1000 or sr > 768000:
-        raise InputError(f"The audio sample rate {sr} Hz is not plausible (expected 1000..768000).")
-    try:
-        arr = _to_numpy(samples)
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"Audio samples must be an array or tensor; got {type(samples).__name__}: {e}") from None
-    if arr.dtype == object or arr.dtype.kind not in "fiub":
-        raise InputError(f"Audio samples must be numbers (float or int), got dtype {arr.dtype}.")
-    if arr.ndim == 3:
-        if arr.shape[0] == 0:
-            raise InputError("The audio waveform has an empty batch dimension.")
-        if arr.shape[0] > 1:
-            log.warning("audio batch has %d items; using the first", arr.shape[0])
-        arr = arr[0]
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2:
-        raise InputError(f"Audio samples must be [T], [C, T] or [B, C, T], got shape {arr.shape}.")
-    if arr.shape[1] == 0 or arr.shape[0] == 0:
-        raise InputError("The audio is empty (zero samples).")
-    if arr.dtype.kind in "iu":
-        info = np.iinfo(arr.dtype)
-        scale = float(max(abs(info.min), info.max + 1))
-        offset = 0.0 if arr.dtype.kind == "i" else scale / 2
-        arr = (arr.astype(np.float64) - offset) / (scale if arr.dtype.kind == "i" else offset)
-    elif arr.dtype.kind == "b":
-        raise InputError("Audio samples must be numbers, got booleans.")
-    out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
-        raise InputError("The audio contains NaN or infinite samples.")
-    return out, sr
+    return clip.samples, clip.sample_rate
