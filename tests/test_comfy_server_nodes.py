@@ -135,3 +135,7 @@ def test_streaming_example(comfy, tmp_path):
     expected = round(cs.SPEECH_SECONDS * FPS)  # length_mode audio: 0.61 s → 15 frames, video cut
     assert (frames, fps) == (expected, FPS)
     assert audio_s == pytest.approx(expected / FPS, abs=AUDIO_TOL)
+    # the node's mp4 in ComfyUI's temp dir lives as long as its cached VIDEO value: another graph drops it
+    assert [p.name[:15] for p in comfy.temp_files()] == ["latentsync_out_"]
+    other = comfy.client.run({"1": {"class_type": "LatentSyncTestProbe", "inputs": {"tag": "x"}}}, timeout=120)
+    assert other.status == "success" and comfy.temp_files() == []
