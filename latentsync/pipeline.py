@@ -102,6 +102,27 @@ class LipSyncResult:
     has_face: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
 
+class _Progress:
+    """progress(done, total, info) once per denoising step; total = steps x windows (estimated from the output
+    length: windows with fewer face frames make the job end early, with a final call done == total)."""
+
+    def __init__(self, progress: Progress | None, steps: int, windows: int):
+        self.progress, self.steps = progress, steps
+        self.done, self.total, self.windows_done = 0, steps * windows, 0
+
+    def __call__(self, windows: int, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        if final:
+            if self.done != self.total:
+                self.total = self.done
+                self.progress(self.done, self.total, {"windows_done": self.windows_done, "final": True})
+            return
+        self.done += windows
+        self.total = max(self.total, self.done)
+        self.progress(self.done, self.total, {"window": self.windows_done, "windows": windows, "steps": self.steps})
+
+
 @dataclass
 class _Frame:
     index: int
@@ -252,19 +273,8 @@ class LipSyncPipeline:
         generator = torch.Generator("cpu").manual_seed(int(settings.seed))
         channels = int(self.models.vae.config.latent_channels)
         noise = torch.randn((1, channels, 1, h, h), generator=generator, dtype=torch.float32).to(self.device)
-        state = {"done": 0, "total": settings.steps * math.ceil(n_out / WINDOW) if n_out else settings.steps,
-                 "window": 0}
-
-        def step_hook(windows: int, final: bool = False) -> None:
-            if final:
-                if progress is not None and state["done"] != state["total"]:
-                    progress(state["done"], state["done"], {"windows": state["window"], "final": True})
-                return
-            state["done"] += windows
-            state["total"] = max(state["total"], state["done"])
-            if progress is not None:
-                progress(state["done"], state["total"], {"window": state["window"], "steps": settings.steps})
-
+        windows = math.ceil(n_out / WINDOW) if n_out else 1
+        step_hook = _Progress(progress, settings.steps, windows)
         return DenoiseContext(
             unet=self.models.unet, vae=self.models.vae, scheduler=scheduler, mask=mask[None],
             mask_latent=mask_latent.to(self.device, self.dtype)[None, None, None], noise=noise,
@@ -298,6 +308,7 @@ class LipSyncPipeline:
                 audio = torch.stack([self._window_audio(job, [f.index for f in w]) for w in group])
                 batch = WindowBatch(faces, audio.to(self.device, self.dtype))
                 out = denoise_windows(ctx, batch, cancel).cpu()
+            ctx.step_hook.windows_done += len(group)
             for k, item in enumerate(f for w in group for f in w):
                 item.out = restore_face(item.frame, out[k], item.matrix)
                 item.face = None

@@ -32,7 +32,7 @@ def small_model_dir(tiny_dir: Path, dest: Path, resolution: int = 64) -> Path:
     for name in ("latentsync_unet.pt", "whisper", "vae"):
         link = dest / name
         if not link.exists():
-            os.symlink(tiny_dir / name, link)
+            os.symlink(Path(tiny_dir).resolve() / name, link)
     cfg = json.loads((tiny_dir / "unet_config.json").read_text())
     cfg["resolution"] = resolution
     (dest / "unet_config.json").write_text(json.dumps(cfg))

@@ -116,3 +116,15 @@ def test_one_rgba_frame_with_silent_audio_is_allowed(pipe):
     assert res.has_face.all()
     assert res.audio[0].shape == (2, 9600) and not res.audio[0].any()
     assert isinstance(InputError("x"), LatentSyncError)
+
+
+def test_no_face_anywhere_passes_the_video_through_and_strict_mode_raises(pipe):
+    from latentsync.errors import NoFaceError
+
+    frames = clip(3, 25, faceless=(0, 1, 2))
+    with UNetCalls(pipe.models.unet) as calls:
+        res = pipe(frames, 25, speech(3 / 25), FAST)
+    np.testing.assert_array_equal(res.frames, frames)
+    assert not res.has_face.any() and calls.shapes == []
+    with pytest.raises(NoFaceError):
+        pipe(frames, 25, speech(3 / 25), LipSyncSettings(steps=1, guidance=1.0, strict_faces=True))
