@@ -256,6 +256,8 @@ def audio_features(encoder, audio16k, mode: str = "stitched", batch: int = 4) ->
         for (start, weight), h in zip(group, states):
             row0 = start // 2
             keep = np.nonzero(weight)[0]
+            if keep.size == 0:  # a last window of a single mel frame contributes no row (as the reference)
+                continue
             lo, hi = int(keep[0]), int(keep[-1]) + 1
             wt = torch.from_numpy(weight[lo:hi])[:, None, None]
             part = h[lo:hi] if bool((wt == 1).all()) else h[lo:hi] * wt

@@ -211,3 +211,12 @@ def test_stitch_plan_covers_every_row_once(n_mel):
             total[start // 2:start // 2 + 1500] += weight
         np.testing.assert_allclose(total[:n_mel // 2], 1.0, atol=1e-6)
         assert not total[n_mel // 2:].any()
+
+
+@pytest.mark.parametrize("n_samples", [480_200, 480_319, 960_170])
+def test_reference_mode_last_window_of_one_mel_frame(encoder, n_samples):
+    """A clip whose last 30 s window holds a single mel frame adds no row (T = n // 320), as the reference."""
+    x = np.resize(np.sin(np.arange(4000, dtype=np.float32) * 0.05) * 0.3, n_samples).astype(np.float32)
+    feats = A.audio_features(encoder, x, mode="reference", batch=8)
+    assert feats.shape[0] == n_samples // 320
+    assert torch.isfinite(feats).all()

@@ -13,6 +13,7 @@ import logging
 
 import cv2
 import numpy as np
+import torch
 
 from ..errors import InputError
 
@@ -40,28 +41,30 @@ def template_points(resolution: int) -> np.ndarray:
 
 def similarity_transform(points: np.ndarray, template: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float32 similarity fit points → template. Returns (M (2, 3) float32, nose bias d (2,) float32) where
-    d = normalised template nose − normalised detected nose (the smoothing input)."""
-    src = np.asarray(points, dtype=np.float32)
-    dst = np.asarray(template, dtype=np.float32)
-    c_src, c_dst = src.mean(axis=0), dst.mean(axis=0)
+    d = normalised template nose − normalised detected nose (the smoothing input).
+
+    Computed with torch float32 on the CPU in the reference's order of operations (mean, sample std over all
+    six centred coordinates, SVD of the normalised cross-covariance, T = c_t − s·(R·c_d)), so that large
+    translations (small faces far from the origin) round like the reference's."""
+    src = torch.as_tensor(np.asarray(points, dtype=np.float32))
+    dst = torch.as_tensor(np.asarray(template, dtype=np.float32))
+    c_src, c_dst = src.mean(dim=0), dst.mean(dim=0)
     src_c, dst_c = src - c_src, dst - c_dst
-    s_src, s_dst = src_c.std(ddof=1), dst_c.std(ddof=1)
-    if not np.isfinite(s_src) or s_src <= 0:
+    s_src, s_dst = torch.std(src_c), torch.std(dst_c)
+    if not bool(torch.isfinite(s_src)) or float(s_src) <= 0:
         raise InputError("alignment points are degenerate (all equal)")
     src_n, dst_n = src_c / s_src, dst_c / s_dst
-    u, _, vt = np.linalg.svd(src_n.T @ dst_n)
-    v = vt.T
+    u, _, v = torch.svd(src_n.T @ dst_n)
     rot = v @ u.T
-    if np.linalg.det(rot) < 0:
-        v = v.copy()
+    if float(torch.det(rot)) < 0:
+        v = v.clone()
         v[:, -1] = -v[:, -1]
         rot = v @ u.T
-    scale = np.float32(s_dst / s_src)
-    s_rot = (scale * rot).astype(np.float32)
-    trans = c_dst - s_rot @ c_src
-    matrix = np.concatenate([s_rot, trans[:, None]], axis=1).astype(np.float32)
-    bias = (dst_n[2] - src_n[2]).astype(np.float32)
-    return matrix, bias
+    scale = s_dst / s_src
+    trans = c_dst.reshape(2, 1) - scale * (rot @ c_src.reshape(2, 1))
+    matrix = torch.cat([scale * rot, trans], dim=1)
+    bias = dst_n[2] - src_n[2]
+    return matrix.numpy().astype(np.float32), bias.numpy().astype(np.float32)
 
 
 def source_box(matrix: np.ndarray, size_wh: tuple[int, int], frame_hw: tuple[int, int], margin: int):
