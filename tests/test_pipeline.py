@@ -152,3 +152,15 @@ def test_deepcache_and_window_batch(pipe):
     assert cached.shape == (2, 360, 640, 3) and len(calls.shapes) == 4
     full = pipe(frames[:2], 25, audio, LipSyncSettings(steps=4, guidance=1.0)).frames
     assert np.any(cached != full)  # steps 1 and 2 reused the cached deep features
+
+
+def test_real_face_resolution_512(tiny_models):
+    """The tiny set at its own 1.6 config (512 px faces, 64x64 latents): 2 frames, 1 step."""
+    pipe512 = pipeline_for(str(tiny_models))
+    assert pipe512.models.resolution == 512
+    frames = clip(2, 25)
+    with UNetCalls(pipe512.models.unet) as calls:
+        res = pipe512(frames, 25, speech(2 / 25), FAST)
+    assert calls.shapes == [(1, 13, 2, 64, 64)]
+    assert res.frames.shape == frames.shape and res.has_face.all()
+    _assert_only_face_changed(res.frames[0], frames[0], _face_box(frames[0]))
