@@ -23,7 +23,7 @@ log = logging.getLogger("latentsync.comfy")
 CATEGORY = "LatentSyncNode"
 MODEL_FOLDER = "latentsync"
 LatentSyncModel = io.Custom("LATENTSYNC_MODEL")
-FACES = ["largest", "leftmost", "rightmost", "index:0", "index:1", "index:2", "index:3"]
+FACES = ["largest", "center", "leftmost", "rightmost", "index:0", "index:1", "index:2", "index:3"]
 LENGTH_MODES = ["audio", "video"]
 
 

@@ -139,3 +139,30 @@ def test_streaming_example(comfy, tmp_path):
     assert [p.name[:15] for p in comfy.temp_files()] == ["latentsync_out_"]
     other = comfy.client.run({"1": {"class_type": "LatentSyncTestProbe", "inputs": {"tag": "x"}}}, timeout=120)
     assert other.status == "success" and comfy.temp_files() == []
+
+
+def test_queue_workflow_client(comfy, tmp_path, repo_root, capsys):
+    """tools/queue_workflow.py: upload under the workflow's names, --set an input, follow, download."""
+    from tools.queue_workflow import main
+
+    media = cs.make_media(tmp_path / "media")
+    out = tmp_path / "out"
+    code = main([str(repo_root / "example_workflows" / "api" / "latentsync_basic.json"), "--server", comfy.url,
+                 "--upload", f"{media[cs.SAMPLE_VIDEO]}={cs.SAMPLE_VIDEO}",
+                 "--upload", f"{media[cs.SAMPLE_AUDIO]}={cs.SAMPLE_AUDIO}",
+                 "--set", "5.inference_steps=1", "--set", "5.seed=4242", "--set", "4.mode=\"pingpong\"",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    files = [line for line in captured.out.splitlines() if line.endswith(".mp4")]
+    assert len(files) == 1 and str(out) in files[0]
+    frames, fps, _ = cs.probe_output(files[0])
+    assert (frames, fps) == (round((cs.SPEECH_SECONDS + 0.5) * FPS), FPS)
+    assert "execution_success" in captured.err and "node 5:" in captured.err  # progress was followed
+
+    bad = cs.load_workflow("latentsync_model_loader")
+    bad["8"]["inputs"].update(version="1.5", models_dir=str(tmp_path / "empty"))
+    wf = tmp_path / "bad.json"
+    wf.write_text(json.dumps(bad))
+    assert main([str(wf), "--server", comfy.url]) == 1
+    assert "workflow failed: " in capsys.readouterr().err
