@@ -66,7 +66,10 @@ def _device_dtype(device: str, dtype: str):
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LatentSyncError(f"--device {device!r} is not a device (use auto, cpu, cuda, cuda:N or mps).") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LatentSyncError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
     if dtype == "auto":
@@ -95,12 +98,19 @@ def run(args) -> str:
     settings = LipSyncSettings(version=args.version, steps=args.steps, guidance=args.guidance, seed=args.seed,
                                face=args.face, length_mode=args.length_mode, deepcache=args.deepcache,
                                window_batch=args.window_batch, vae_slice=args.vae_slice)
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise LatentSyncError(f"The output folder does not exist: {out.parent}")
+    if args.audio is not None and not Path(args.audio).is_file():
+        raise LatentSyncError(f"Audio file not found: {args.audio}")
+    from .face.select import parse_choice
+
+    parse_choice(args.face)  # a wrong --face fails now, not after loading the models
     info = probe(args.video)
     audio = read_audio(args.audio or args.video)
     if audio is None:
         src = args.audio or args.video
         raise LatentSyncError(f"{src} has no audio track; pass the speech with --audio FILE.")
-    out = Path(args.output)
     if out.resolve() == Path(args.video).resolve():
         raise LatentSyncError("The output must not overwrite the input video.")
     device, dtype = _device_dtype(args.device, args.dtype)

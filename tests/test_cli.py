@@ -90,3 +90,17 @@ def test_cli_uses_the_videos_own_audio_in_video_length_mode(models64, sample, tm
     audio, sr = read_audio(out)
     assert sr == 44100 and abs(audio.shape[1] / sr - 0.4) < 0.03
     assert np.abs(audio).max() > 0.01
+
+
+def test_bad_options_fail_before_the_models_load(models64, sample, tmp_path, capsys):
+    video, _ = sample
+    base = ["--video", str(video), "--models-dir", str(models64)]
+    cases = {"missing audio": ["--audio", str(tmp_path / "none.wav"), "-o", str(tmp_path / "a.mp4")],
+             "no output folder": ["-o", str(tmp_path / "nope" / "a.mp4")],
+             "bad face": ["--face", "tallest", "-o", str(tmp_path / "a.mp4")],
+             "bad device": ["--device", "quantum", "-o", str(tmp_path / "a.mp4")],
+             "bad steps": ["--steps", "0", "-o", str(tmp_path / "a.mp4")]}
+    for name, extra in cases.items():
+        rc = cli.main(base + extra)
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and "Traceback" not in err, name
