@@ -331,39 +331,40 @@ class LipSyncPipeline:
         if not hasattr(frames, "shape") or len(frames.shape) < 3:
             raise InputError(f"Frames must be an array (N, H, W, 3); got {type(frames).__name__}.")
         n = int(frames.shape[0])
+        if n == 0:
+            raise InputError("The video has no frames.")
         settings = settings or LipSyncSettings()
 
         def source():
             return (frames[i:i + chunk] for i in range(0, n, chunk))
 
         job = self.prepare(audio, fps, settings, n_frames=n)
-        outs, flags = [], []
-        for out, has_face in self._run(source, fps, audio, settings, progress, cancel, n, job):
-            outs.append(out)
+        src_idx = tl.source_indices(job.timeline.n_out, n)
+        out, flags, pos = None, [], 0
+        for part, has_face in self._run(source, fps, audio, settings, progress, cancel, n, job):
+            if out is None:  # the whole result, filled chunk by chunk (no second full-size copy)
+                shape = (job.timeline.n_out, *part.shape[1:])
+                out = torch.empty(shape, dtype=torch.float32) if is_float_tensor else \
+                    np.empty(shape, np.float32 if is_float else np.uint8)
+            k = len(part)
+            if is_float:
+                part = self._to_float(part, frames, src_idx[pos:pos + k])
+                part = torch.from_numpy(part) if is_float_tensor else part
+            out[pos:pos + k] = part
             flags.extend(has_face)
-        result = np.concatenate(outs) if outs else np.zeros((0, *frames.shape[1:3], 3), np.uint8)
-        audio_out = job.output_audio(len(result))
-        if is_float:
-            result = self._to_float(result, frames, job, n)
-            if is_float_tensor:
-                result = torch.from_numpy(result)
-        return LipSyncResult(result, job.fps, audio_out, np.asarray(flags, bool))
+            pos += k
+        out = out[:pos]
+        return LipSyncResult(out, job.fps, job.output_audio(pos), np.asarray(flags, bool))
 
     @staticmethod
-    def _to_float(result: np.ndarray, frames, job: LipSyncJob, n: int) -> np.ndarray:
-        """uint8 result → float32 0..1, keeping the caller's exact float value wherever the pixel is unchanged."""
-        src_idx = tl.source_indices(len(result), n)
-        out = result.astype(np.float32) / 255.0
-        for a in range(0, len(result), WINDOW):
-            idx = src_idx[a:a + WINDOW]
-            orig = frames[idx]
-            orig = orig.detach().cpu().float().numpy() if hasattr(orig, "detach") else np.asarray(orig, np.float32)
-            if orig.ndim == 3:
-                orig = orig[..., None]
-            if orig.shape[-1] != 3:
-                continue
-            same = frames_to_uint8(orig) == result[a:a + WINDOW]
-            out[a:a + WINDOW] = np.where(same, orig, out[a:a + WINDOW])
+    def _to_float(part: np.ndarray, frames, idx: np.ndarray) -> np.ndarray:
+        """uint8 chunk → float32 0..1, keeping the caller's exact float value wherever the pixel is unchanged."""
+        out = part.astype(np.float32) / 255.0
+        orig = frames[torch.from_numpy(idx)] if isinstance(frames, torch.Tensor) else frames[idx]
+        orig = orig.detach().cpu().float().numpy() if hasattr(orig, "detach") else np.asarray(orig, np.float32)
+        if orig.ndim == 4 and orig.shape[-1] == 3:
+            same = frames_to_uint8(orig) == part
+            out = np.where(same, orig, out)
         return out
 
 
