@@ -12,6 +12,8 @@ Peak RAM does not grow with the video's length: frames are processed window by w
 windows' frames (and frames waiting behind them in display order) are held. Exceptions: the audio features of
 the whole clip (~0.4 MB per second of audio) and, for a ping-pong extension from a one-shot iterator, the
 source frames (see ``latentsync.timeline``).
+Faces: detected once per SOURCE frame (kept for a ping-pong replay), aligned along the played sequence (the
+smoothing state follows what is shown; it restarts after a frame without a face).
 Frames without a face are passed through bit-identical; the windows of 16 frames run over the face frames
 only (a run of 16 faceless frames closes the current window early so that waiting frames stay bounded).
 """

@@ -9,6 +9,9 @@ Length rules
     * video longer than that: it is cut after n_out frames;
     * video shorter: it is extended forward-backward ("ping-pong") without repeating the end frames:
       0, 1, ..., n-1, n-2, ..., 1, 0, 1, ... (period 2n-2); a 1-frame video simply repeats.
+    Differences from the reference, on purpose: the reference makes N = samples // 640 + 2 frames at 25 fps
+    (two more than the audio covers) and its backward passes repeat the end frames (..., n-1, n-1, ..., 0, 0,
+    ...), a visible stall; here the count is the audio's duration at the video's own fps and the turn is smooth.
 ``length_mode="video"``: the video decides the length: n_out = number of video frames; the audio is padded
     with silence or trimmed to n_out / fps seconds.
 
@@ -27,8 +30,9 @@ rules above describe, with a bounded buffer:
   decoder): the first pass keeps the frames only while they fit in ``cache_bytes``; otherwise every later
   pass re-opens the source; backward passes are read in blocks of ``cache_bytes`` worth of frames (each block
   re-decodes the source from the start up to that block), so RAM stays <= ``cache_bytes`` + one chunk.
-* ping-pong with a plain (one-shot) iterator: the source frames are kept (the in-memory API passes views of
-  its own array, so this costs nothing there); RAM then grows with the SOURCE length (not the output length).
+* ping-pong with a plain (one-shot) iterator: the source frames are kept; RAM then grows with the SOURCE
+  length (not the output length). (The in-memory API passes a re-openable source over its own array; the CLI
+  re-opens the file.)
   Pass ``n_frames`` when known so that nothing is kept when no ping-pong is needed.
 """
 
