@@ -28,28 +28,40 @@ def probe_output(server, item: dict):
     return probe(output_path(server, item))
 
 
+# Test modules import these fixtures by name, so each module holds its own copy of every session fixture; the
+# browser and the tab are therefore kept here once per process (Playwright's sync API allows one driver).
+_ONCE: dict = {}
+
+
 @pytest.fixture(scope="session")
 def browser():
     require_browser()
-    b = Browser.launch()
-    yield b
-    b.close()
+    if "browser" not in _ONCE:
+        _ONCE["browser"] = Browser.launch()
+    yield _ONCE["browser"]
+    _ONCE.pop("tab", None)
+    b = _ONCE.pop("browser", None)
+    if b is not None:
+        b.close()
 
 
 @pytest.fixture(scope="session")
 def comfy(browser, tmp_path_factory, tiny_models):
-    """ComfyUI 0.3.75 on 127.0.0.1 (--cpu) with this pack in custom_nodes/ and tiny models in models/latentsync."""
-    from comfy_server import ComfyServer
-    server = ComfyServer.start(tmp_path_factory.mktemp("comfy_browser"), tiny_models)
+    """The session's one real ComfyUI (COMFY harness: 127.0.0.1, --cpu, this pack in custom_nodes/, tiny models
+    with a 64 px face crop in models/latentsync, the example workflows' media uploaded), shared with the
+    test_comfy_server* modules."""
+    import comfy_server as cs
+    server = cs.shared_server(tmp_path_factory, tiny_models)
     yield server
-    server.stop()
+    cs.stop_shared()
 
 
 @pytest.fixture(scope="session")
 def comfy_tab(browser, comfy):
-    cp = ComfyPage.open(browser, comfy.url)
+    cp = _ONCE.get("tab")
+    if cp is None or cp.base_url != comfy.url.rstrip("/"):
+        cp = _ONCE["tab"] = ComfyPage.open(browser, comfy.url)
     yield cp
-    cp.close()
 
 
 @pytest.fixture
@@ -84,8 +96,8 @@ def tiny_clip(tmp_path_factory) -> Clip:
 
 @dataclass
 class TalkingClip:
-    video: Path        # 6 frames, 256x256, 25 fps, with its own 0.24 s speech track
-    speech: Path       # 0.3 s of speech, 16 kHz mono wav
+    video: Path        # 6 frames, 384x384 (smallest size the face detector finds this face at), 25 fps, own speech
+    speech: Path       # 0.1 s of speech, 16 kHz mono wav (with 0.5 s padding: 15 frames, one 16-frame window)
     n_frames: int
     fps: float
     speech_sec: float
@@ -97,10 +109,11 @@ def talking_clip(tmp_path_factory) -> TalkingClip:
     from latentsync.video import VideoWriter
     from tools.make_sample import make_frames, make_speech, write_wav
     out = tmp_path_factory.mktemp("talking")
-    n, fps, sr, speech_sec = 6, 25.0, 16000, 0.3
+    n, fps, sr, speech_sec = 6, 25.0, 16000, 0.1
     speech = make_speech(speech_sec, sr)
     wav = write_wav(out / "speech.wav", speech, sr)
     video = out / "face.mp4"
-    with VideoWriter(video, fps, 256, 256, audio=(speech[None, : int(n / fps * sr)], sr)) as w:
-        w.write(make_frames(n, fps, 256, 256))
+    own = make_speech(n / fps, sr)
+    with VideoWriter(video, fps, 384, 384, audio=(own[None], sr)) as w:
+        w.write(make_frames(n, fps, 384, 384))
     return TalkingClip(video, wav, n, fps, speech_sec)

@@ -29,7 +29,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
 ]
-VIEWPORT = {"width": 1600, "height": 900}
+VIEWPORT = {"width": 1920, "height": 1080}
 # Server-side user settings for a quiet first visit: no template gallery, no minimap over the graph, classic
 # (litegraph) node rendering, tooltips on with a short delay.
 UI_SETTINGS = {
@@ -251,6 +251,14 @@ class ComfyPage:
     def recorded_progress(self) -> dict:
         return self.page.evaluate("() => window.__lsRecorder")
 
+    def wait_for_node_progress(self, node_id: int, prompt_id: str, timeout_ms: int = 120_000) -> bool:
+        """Wait until the canvas draws a part-filled progress bar on the node (True) or the prompt ended (False)."""
+        handle = self.page.wait_for_function(
+            """([id, pid]) => ((app.graph.getNodeById(id)?.progress ?? 0) > 0 && 'running')
+                 || (window.__lsRecorder.ended.some(e => e.prompt_id === pid) && 'ended')""",
+            arg=[node_id, prompt_id], timeout=timeout_ms, polling=20)
+        return handle.json_value() == "running"
+
 
 def check_widgets(actual: dict, expected: dict, *, rel: float = 1e-6) -> list[str]:
     """Compare a node's live widget values by name. Returns one line per mismatch (empty list = all right).
@@ -323,7 +331,9 @@ def _is_noise(text: str) -> bool:
 
 
 _INSTALL_RECORDERS = """() => {
-  const rec = window.__lsRecorder = {progress: [], progressState: [], nodeProgress: {}, executing: []};
+  const rec = window.__lsRecorder = {progress: [], progressState: [], nodeProgress: {}, executing: [], ended: []};
+  for (const kind of ['execution_success', 'execution_error', 'execution_interrupted'])
+    app.api.addEventListener(kind, e => rec.ended.push({kind, prompt_id: e.detail?.prompt_id}));
   app.api.addEventListener('progress', e => rec.progress.push(e.detail));
   app.api.addEventListener('progress_state', e => rec.progressState.push(e.detail));
   app.api.addEventListener('executing', e => rec.executing.push(e.detail));
