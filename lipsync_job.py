@@ -169,8 +169,16 @@ def run_job(handle: ModelHandle, host: Host, work: Callable[[Any, ml.MemoryPlan]
             ml.log_memory_usage("after cleanup", device=fraction_device)
 
 
-def progress_hook(host: Host) -> Callable[..., None]:
+def progress_hook(host: Host, device: torch.device | None = None) -> Callable[..., None]:
+    """The pipeline's progress(done, total, info) → the host's progress bar (whole job); on CUDA the memory
+    use is logged once per new window."""
+    seen: set = set()
+
     def progress(done: int, total: int, info: Any = None) -> None:
+        window = info.get("window") if isinstance(info, dict) else None
+        if device is not None and device.type == "cuda" and window is not None and window not in seen:
+            seen.add(window)
+            ml.log_memory_usage(f"window {window}", device=device)
         host.progress(int(done), max(1, int(total)))
 
     return progress

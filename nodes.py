@@ -143,7 +143,8 @@ class LatentSyncNode(io.ComfyNode):
         def work(models, plan):
             pipe = jobs.lib("pipeline").LipSyncPipeline(models)
             settings = _settings(handle, plan, seed, lips_expression, inference_steps, length_mode, deepcache, face)
-            return pipe(images, fps, audio, settings, progress=jobs.progress_hook(host), cancel=host.interrupted)
+            return pipe(images, fps, audio, settings, progress=jobs.progress_hook(host, handle.device),
+                        cancel=host.interrupted)
 
         result = jobs.run_job(handle, host, work)
         frames = result.frames if isinstance(result.frames, torch.Tensor) else torch.from_numpy(result.frames)
@@ -241,7 +242,8 @@ class LatentSyncVideo(io.ComfyNode):
                 *_sync_inputs(),
                 *_extra_inputs(),
             ],
-            outputs=[io.Video.Output("out_video", display_name="video", tooltip="The lip-synced video with the audio.")],
+            outputs=[io.Video.Output("out_video", display_name="video",
+                                     tooltip="The lip-synced video with the audio.")],
         )
 
     @classmethod
@@ -251,7 +253,8 @@ class LatentSyncVideo(io.ComfyNode):
         host = comfy_host(_progress_bar())
         handle = _handle(model, host)
         vio = jobs.lib("video")
-        source, spill = video.get_stream_source(), None
+        source = video.get_stream_source() if isinstance(video, InputImpl.VideoFromFile) else None
+        spill = None
         if not isinstance(source, str):  # in-memory video: spill it once to the temp dir, then stream it
             spill = _temp_video_path("in")
             video.save_to(spill)
@@ -268,9 +271,10 @@ class LatentSyncVideo(io.ComfyNode):
                 samples, sr = job.output_audio() if job.timeline else (job.audio, job.sample_rate)
                 with vio.VideoWriter(out_path, info.rate or info.fps, info.width, info.height,
                                      audio=(samples, sr)) as writer:
-                    for chunk in pipe.stream(lambda: vio.iter_frames(source, chunk=16), info.fps, audio, settings,
-                                             jobs.progress_hook(host), host.interrupted, n_frames=info.n_frames,
-                                             job=job):
+                    frames = pipe.stream(lambda: vio.iter_frames(source, chunk=16), info.fps, audio, settings,
+                                         jobs.progress_hook(host, handle.device), host.interrupted,
+                                         n_frames=info.n_frames, job=job)
+                    for chunk in frames:
                         writer.write(chunk)
                 return writer.n_written
 

@@ -31,7 +31,8 @@ class PromptRejected(RuntimeError):
     def __init__(self, body: dict):
         self.body = body
         error = body.get("error", {})
-        lines = [str(error.get("message", "prompt rejected")) + (": " + error["details"] if error.get("details") else "")]
+        details = f": {error['details']}" if error.get("details") else ""
+        lines = [str(error.get("message", "prompt rejected")) + details]
         for node_id, info in (body.get("node_errors") or {}).items():
             for e in info.get("errors", []):
                 lines.append(f"  node {node_id} ({info.get('class_type')}): {e.get('message')} — {e.get('details')}")
@@ -103,7 +104,8 @@ class ComfyClient:
     def download(self, item: dict, dest) -> Path:
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
+        params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                  "type": item.get("type", "output")}
         r = self.http.get(f"{self.server}/view", params=params, timeout=max(self.timeout, 120))
         r.raise_for_status()
         out = dest / Path(item["filename"]).name
