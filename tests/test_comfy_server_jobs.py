@@ -93,6 +93,7 @@ def _probe(comfy, tag: str) -> dict:
 
 def test_five_prompts_back_to_back(comfy):
     before = _probe(comfy, "before")
+    temp_before = set(comfy.temp_files())  # other tests sharing this server may have left previews there
     rss, statuses = [], []
     for i in range(5):
         result = comfy.client.run(basic(steps=1, seed=100 + i), timeout=600)
@@ -101,7 +102,7 @@ def test_five_prompts_back_to_back(comfy):
     after = _probe(comfy, "after")
     assert statuses == [("success", "")] * 5
     assert abs(rss[-1] - rss[0]) <= 0.05 * rss[0], [r / 2**20 for r in rss]
-    assert comfy.temp_files() == []
+    assert set(comfy.temp_files()) - temp_before == set()
     assert after["env_sha"] == before["env_sha"], set(after["env_keys"]) ^ set(before["env_keys"])
     assert after["memory_fraction"] == before["memory_fraction"]
     runs = re.findall(r"plan: tier (\w+), window_batch (\d+), vae_slice (\d+), fraction (\S+)", comfy.log_text())
