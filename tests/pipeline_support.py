@@ -26,8 +26,10 @@ from tools.make_sample import make_frames, make_speech  # noqa: E402
 W, H = 640, 360
 
 
-def small_model_dir(tiny_dir: Path, dest: Path, resolution: int = 64) -> Path:
-    """``dest`` = the tiny set (symlinked files) with the UNet config's face resolution changed."""
+def small_model_dir(tiny_dir: Path, dest: Path | None = None, resolution: int = 64) -> Path:
+    """``dest`` = the tiny set (symlinked files) with the UNet config's face resolution changed. The default
+    ``dest`` sits next to ``tiny_dir``, so every test module shares one folder (and one loaded pipeline)."""
+    dest = Path(dest) if dest is not None else Path(tiny_dir).parent / f"{Path(tiny_dir).name}-r{resolution}"
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("latentsync_unet.pt", "whisper", "vae"):
         link = dest / name

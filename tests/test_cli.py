@@ -22,8 +22,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def models64(tiny_models, tmp_path_factory):
-    return small_model_dir(tiny_models, tmp_path_factory.mktemp("tiny64cli"), 64)
+def models64(tiny_models):
+    return small_model_dir(tiny_models)
 
 
 @pytest.fixture(scope="module")

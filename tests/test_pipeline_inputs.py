@@ -21,8 +21,8 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_models, tmp_path_factory):
-    return pipeline_for(str(small_model_dir(tiny_models, tmp_path_factory.mktemp("tiny64"), 64)))
+def pipe(tiny_models):
+    return pipeline_for(str(small_model_dir(tiny_models)))
 
 
 def _frames():
