@@ -76,6 +76,9 @@ class LipSyncSettings:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"Invalid setting: {message}.")
+        from .face.select import parse_choice
+
+        parse_choice(self.face)  # InputError naming the valid choices
 
 
 @dataclass
@@ -170,12 +173,18 @@ class LipSyncPipeline:
         self.models = models
         self.device, self.dtype = models.device, models.dtype
 
+    def _check_version(self, settings: LipSyncSettings) -> None:
+        if str(settings.version) != str(self.models.version):
+            log.warning("settings ask for LatentSync %s but the loaded models are %s; using the models",
+                        settings.version, self.models.version)
+
     # ------------------------------------------------------------------------------------------ steps 1-3
     def prepare(self, audio, fps, settings: LipSyncSettings | None = None, n_frames: int | None = None) -> LipSyncJob:
         """Check the audio, fps and settings, compute the audio features and the timeline."""
         from .audio import audio_features, chunk_rows, to_mono_16k
 
         settings = settings or LipSyncSettings()
+        self._check_version(settings)
         fps = tl.check_fps(fps)
         samples, sr = parse_audio(audio)  # 1. check inputs (audio)
         mono = to_mono_16k(samples, sr)

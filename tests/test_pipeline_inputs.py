@@ -75,7 +75,7 @@ def test_bad_frames_are_one_input_error(pipe, case):
 
 def test_bad_settings_and_fps_are_input_errors(pipe):
     for kwargs in ({"steps": 0}, {"guidance": 0.5}, {"length_mode": "loop"}, {"version": "2.0"},
-                   {"window_batch": 0}, {"audio_mode": "x"}):
+                   {"window_batch": 0}, {"audio_mode": "x"}, {"face": "tallest"}):
         with pytest.raises(InputError):
             LipSyncSettings(**kwargs)
     for fps in (0, -25, float("nan")):
