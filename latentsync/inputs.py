@@ -13,14 +13,11 @@ Audio: ``(samples, sample_rate)`` or ComfyUI's ``{"waveform": [1, C, T], "sample
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import numpy as np
 
 from .errors import InputError
-
-log = logging.getLogger(__name__)
 
 MIN_SIDE = 64
 _FLOAT_TOLERANCE = 1e-4  # float images slightly outside 0..1 from resampling are clipped, not rejected

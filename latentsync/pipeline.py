@@ -24,8 +24,8 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class LipSyncSettings:
         checks = [
             (self.version in ("1.6", "1.5"), f"version must be '1.6' or '1.5', got {self.version!r}"),
             (isinstance(self.steps, int) and 1 <= self.steps <= 1000, f"steps must be 1..1000, got {self.steps!r}"),
-            (math.isfinite(self.guidance) and 1.0 <= self.guidance <= 20.0,
+            (isinstance(self.guidance, (int, float)) and math.isfinite(self.guidance) and 1.0 <= self.guidance <= 20,
              f"guidance (lips expression) must be 1.0..20, got {self.guidance!r}"),
             (isinstance(self.seed, int), f"seed must be an integer, got {self.seed!r}"),
             (self.length_mode in tl.LENGTH_MODES, f"length_mode must be one of {tl.LENGTH_MODES}"),
@@ -379,4 +379,4 @@ class LipSyncPipeline:
         return out
 
 
-__all__ = ["LipSyncSettings", "LipSyncPipeline", "LipSyncJob", "LipSyncResult", "WINDOW", "replace"]
+__all__ = ["LipSyncSettings", "LipSyncPipeline", "LipSyncJob", "LipSyncResult", "WINDOW"]
