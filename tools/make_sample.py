@@ -74,7 +74,9 @@ def iter_frames(n: int, fps: float = 25, width: int = 1280, height: int = 720, c
         yield np.stack([frame_at(i, fps, width, height) for i in range(a, min(n, a + chunk))])
 
 
+@lru_cache(maxsize=4)
 def _espeak(text: str, sr: int) -> np.ndarray | None:
+    """espeak-ng speech (cached per process; callers must not modify it), or None without espeak-ng."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         return None
