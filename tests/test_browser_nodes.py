@@ -90,6 +90,18 @@ def complete_nodes(wf: dict, original: dict, server) -> None:
                             for slot, (name, typ) in enumerate(zip(info["output_name"], info["output"]))]
 
 
+def overlapping_nodes(nodes: list[dict], title_height: float = 30.0) -> list[str]:
+    """Pairs of nodes whose boxes (title bar included, sizes as the frontend drew them) overlap."""
+    boxes = [(n["title"], n["pos"][0], n["pos"][1] - title_height, n["pos"][0] + n["size"][0],
+              n["pos"][1] + n["size"][1]) for n in nodes]
+    found = []
+    for i, (a, ax0, ay0, ax1, ay1) in enumerate(boxes):
+        for b, bx0, by0, bx1, by1 in boxes[i + 1:]:
+            if min(ax1, bx1) - max(ax0, bx0) > 2 and min(ay1, by1) - max(ay0, by0) > 2:
+                found.append(f"{a} / {b}")
+    return found
+
+
 def nodes_of(wf: dict, node_type: str) -> list[dict]:
     return [n for n in wf["nodes"] if n["type"] == node_type]
 
@@ -125,6 +137,7 @@ def test_shared_workflow_loads_with_widget_values_in_place(page, comfy, talking_
     assert check_widgets(page.node(54)["widgets"], {**SYNC_DEFAULTS, "seed": 1331}) == []
     assert check_widgets(page.node(55)["widgets"], {"mode": "pingpong", "fps": 25.0, "silent_padding_sec": 0.5}) == []
     assert check_widgets(page.node(41)["widgets"], {"fps": 25.0}) == []           # CreateVideo (was VideoCombine)
+    assert overlapping_nodes(page.nodes()) == []
     page.fit_view()
     page.screenshot("scenario2_shared_workflow")
 
@@ -223,3 +236,17 @@ def test_example_workflow_loads_cleanly_and_runs(page, comfy, path):
     for item in videos:
         info = probe_output(comfy, item)
         assert info.n_frames > 0 and info.has_audio, info
+
+
+@pytest.mark.parametrize("path", EXAMPLES or [None], ids=[p.stem for p in EXAMPLES] or ["no-examples"])
+def test_example_workflow_layout_is_readable(page, comfy, path):
+    """Once the frontend has sized every node (video/audio previews loaded), no node covers another."""
+    assert path is not None, "example_workflows/ has no workflow (issue 5 ships three)"
+    page.drop_workflow(json.loads(path.read_text()), path.name)
+    page.page.wait_for_function("() => [...document.querySelectorAll('video')].every(v => v.readyState >= 1)",
+                                timeout=10_000)
+    page.page.wait_for_timeout(500)
+    nodes = page.nodes()
+    assert overlapping_nodes(nodes) == [], (
+        f"{path.name}: nodes overlap when drawn; drawn boxes (x, y, w, h): "
+        + "; ".join(f"{n['title']} {[round(v) for v in n['pos'] + n['size']]}" for n in nodes))

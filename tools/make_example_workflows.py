@@ -45,30 +45,30 @@ def _node(nid, typ, widgets, links=None, pos=(0, 0), title=None):
 def basic(loader: bool) -> list[dict]:
     nodes = [
         _node(1, "LoadVideo", {"file": VIDEO}, pos=(0, 0)),
-        _node(2, "GetVideoComponents", {}, {"video": (1, 0)}, pos=(330, 0)),
-        _node(3, "LoadAudio", {"audio": AUDIO}, pos=(0, 380)),
+        _node(2, "GetVideoComponents", {}, {"video": (1, 0)}, pos=(340, 0)),
+        _node(3, "LoadAudio", {"audio": AUDIO}, pos=(0, 430)),
         _node(4, "VideoLengthAdjuster", {"mode": "normal", "fps": 25.0, "silent_padding_sec": 0.5},
-              {"images": (2, 0), "audio": (3, 0), "fps": (2, 2)}, pos=(620, 0)),
+              {"images": (2, 0), "audio": (3, 0), "fps": (2, 2)}, pos=(680, 0)),
         _node(5, "LatentSyncNode", {"seed": 1247, "lips_expression": 1.5, "inference_steps": 20,
                                     "length_mode": "audio", "deepcache": False, "face": "largest", "fps": 25.0},
               {"images": (4, 0), "audio": (4, 1), "fps": (2, 2), **({"model": (8, 0)} if loader else {})},
-              pos=(940, 0)),
-        _node(6, "CreateVideo", {"fps": 25.0}, {"images": (5, 0), "audio": (5, 1), "fps": (2, 2)}, pos=(1290, 0)),
+              pos=(1020, 0)),
+        _node(6, "CreateVideo", {"fps": 25.0}, {"images": (5, 0), "audio": (5, 1), "fps": (2, 2)}, pos=(1360, 0)),
         _node(7, "SaveVideo", {"filename_prefix": "video/latentsync", "format": "auto", "codec": "auto"},
-              {"video": (6, 0)}, pos=(1560, 0)),
+              {"video": (6, 0)}, pos=(1700, 0)),
     ]
     if loader:
         nodes.append(_node(8, "LatentSyncModelLoader", {"version": "1.6", "dtype": "auto", "device": "auto",
-                                                        "keep_loaded": False, "models_dir": ""}, pos=(620, 380)))
+                                                        "keep_loaded": False, "models_dir": ""}, pos=(680, 240)))
     return nodes
 
 
 def streaming() -> list[dict]:
     return [
         _node(1, "LoadVideo", {"file": VIDEO}, pos=(0, 0)),
-        _node(3, "LoadAudio", {"audio": AUDIO}, pos=(0, 380)),
+        _node(3, "LoadAudio", {"audio": AUDIO}, pos=(0, 430)),
         _node(8, "LatentSyncModelLoader", {"version": "1.6", "dtype": "auto", "device": "auto",
-                                           "keep_loaded": False, "models_dir": ""}, pos=(0, 560)),
+                                           "keep_loaded": False, "models_dir": ""}, pos=(0, 640)),
         _node(9, "LatentSyncVideo", {"seed": 1247, "lips_expression": 1.5, "inference_steps": 20,
                                      "length_mode": "audio", "deepcache": False, "face": "largest"},
               {"video": (1, 0), "audio": (3, 0), "model": (8, 0)}, pos=(400, 0)),
