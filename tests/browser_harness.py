@@ -8,7 +8,6 @@ frontend (`window.app.graph`), never from our own conversion code.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import shutil
@@ -19,8 +18,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
-log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"

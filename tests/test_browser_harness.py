@@ -105,3 +105,17 @@ def test_missing_node_dialog_is_detected(page):
     assert sorted(set(report["unknown_nodes"])) == ["VHS_LoadVideo", "VHS_VideoCombine"]
     assert any("VHS_LoadVideo" in d for d in report["dialogs"]), report
     page.dismiss_dialogs()
+
+
+def test_check_widgets_names_every_misplaced_value():
+    """The checker itself (no browser): by name, with float tolerance, type-strict, missing widgets reported."""
+    live = {"seed": 1331, "control_after_generate": 1.5, "lips_expression": 20, "inference_steps": 20}
+    want = {"seed": 1331, "control_after_generate": "randomize", "lips_expression": 1.5, "inference_steps": 20,
+            "face": "largest"}
+    assert check_widgets(live, want) == [
+        "control_after_generate: expected 'randomize', got 1.5",
+        "lips_expression: expected 1.5, got 20",
+        "face: widget missing (node has ['control_after_generate', 'inference_steps', 'lips_expression', 'seed'])",
+    ]
+    assert check_widgets({"fps": 25, "x": 0.30000000000000004, "on": True}, {"fps": 25.0, "x": 0.3, "on": True}) == []
+    assert check_widgets({"steps": True}, {"steps": 1}) == ["steps: expected 1, got True"]

@@ -226,11 +226,12 @@ def test_example_workflow_loads_cleanly_and_runs(page, comfy, path):
         if "inference_steps" in n["widgets"]:
             page.set_widget(n["id"], "inference_steps", 1)
     page.fit_view()
-    page.screenshot(f"scenario4_{path.stem}")
     answer = page.queue_from_ui()
     assert answer["status"] == 200 and answer["node_errors"] == {}, answer
     entry = wait_for_history(comfy.url, answer["prompt_id"], timeout=300)
     assert entry["status"]["status_str"] == "success", history_error(entry)
+    page.page.wait_for_timeout(300)
+    page.screenshot(f"scenario4_{path.stem}")   # with the saved video's preview
     videos = saved_videos(entry)
     assert videos, f"{path.name} saved no video"
     for item in videos:
