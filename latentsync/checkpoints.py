@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from latentsync.errors import InputError, MissingWeightsError
+from .errors import InputError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
 

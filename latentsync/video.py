@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from latentsync.errors import InputError
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 

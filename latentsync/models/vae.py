@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from latentsync.errors import CheckpointMismatchError, MissingWeightsError
+from ..errors import CheckpointMismatchError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
 
