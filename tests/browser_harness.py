@@ -155,8 +155,9 @@ class ComfyPage:
                     raise
         box.fill(query)
         # the first suggestion is what Enter picks; wait until the list shows results for this query
-        self.page.locator(".p-autocomplete-option").first.wait_for(state="visible", timeout=10_000)
-        self.page.wait_for_timeout(150)
+        self.page.wait_for_function(
+            "(q) => (document.querySelector('.p-autocomplete-option')?.innerText || '').toLowerCase()"
+            ".includes(q.toLowerCase())", arg=query, timeout=10_000)
         self.page.keyboard.press("Enter")
         self.page.wait_for_function(f"() => app.graph._nodes.length > {len(before)}", timeout=10_000)
         box.wait_for(state="hidden", timeout=10_000)
