@@ -232,11 +232,18 @@ def test_example_workflow_loads_cleanly_and_runs(page, comfy, path):
     assert entry["status"]["status_str"] == "success", history_error(entry)
     page.page.wait_for_timeout(300)
     page.screenshot(f"scenario4_{path.stem}")   # with the saved video's preview
-    videos = saved_videos(entry)
-    assert videos, f"{path.name} saved no video"
-    for item in videos:
-        info = probe_output(comfy, item)
-        assert info.n_frames > 0 and info.has_audio, info
+    [item] = saved_videos(entry)
+    info = probe_output(comfy, item)
+    assert info.n_frames > 0 and info.has_audio, info
+    import comfy_server as cs   # the harness's media: 20 frames at 25 fps, 0.61 s of speech
+    expected = {"latentsync_basic": cs.SAMPLE_FRAMES,        # normal: the padded audio is longer → video kept
+                "latentsync_model_loader": cs.SAMPLE_FRAMES,
+                "latentsync_streaming": round(cs.SPEECH_SECONDS * cs.SAMPLE_FPS)}.get(path.stem)  # audio decides
+    if expected is not None:
+        assert (info.n_frames, info.fps) == (expected, cs.SAMPLE_FPS), info
+        from latentsync.video import read_audio
+        samples, sr = read_audio(output_path(comfy, item))
+        assert samples.shape[-1] / sr == pytest.approx(expected / cs.SAMPLE_FPS, abs=0.05)
 
 
 @pytest.mark.parametrize("path", EXAMPLES or [None], ids=[p.stem for p in EXAMPLES] or ["no-examples"])
