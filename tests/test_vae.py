@@ -93,14 +93,15 @@ def test_dtype_and_missing_key_never_random(tiny_vae, tmp_path):
     with pytest.raises(CheckpointMismatchError) as e:
         V.load_vae(tmp_path / "broken.safetensors", config=d / "vae" / "config.json")
     msg = str(e.value)
-    assert "broken.safetensors" in msg and "1 missing keys: decoder.mid_block.attentions.0.to_q.weight" in msg
+    assert "broken.safetensors" in msg
+    assert "1 missing keys (in the model, not in the checkpoint):\n    decoder.mid_block.attentions.0.to_q.weight" in msg
     assert "decoder.unknown.weight" in msg and "attentions.0.extra.weight" in msg and "2 unexpected keys" in msg
-    assert "encoder.conv_in.bias (5,) != (8,)" in msg
+    assert "1 keys with the wrong shape:\n    encoder.conv_in.bias: expected [8], got [5]" in msg
 
 
 def test_real_config_against_tiny_file_is_a_mismatch(tiny_vae):
     d, _ = tiny_vae
-    with pytest.raises(CheckpointMismatchError, match="wrong shapes"):
+    with pytest.raises(CheckpointMismatchError, match="keys with the wrong shape"):
         V.load_vae(d / "vae-ft-mse-tiny.safetensors")  # our shipped full-size config
 
 

@@ -102,10 +102,10 @@ def test_hf_folder_matches_openai_pt(tmp_path, ckpt_path, encoder, mel, states):
 
 
 @pytest.mark.parametrize("edit, expect", [
-    ("drop", ["1 missing encoder keys", "encoder.blocks.0.attn.key.weight"]),
-    ("extra", ["1 unexpected encoder keys", "encoder.blocks.0.attn.key.bias"]),
-    ("shape", ["1 wrong shapes", "encoder.conv1.weight: checkpoint (64, 80, 5) vs model (64, 80, 3)"]),
-    ("layers", ["4 unexpected encoder keys", "missing", "layers=5"]),
+    ("drop", ["1 missing keys (in the model, not in the checkpoint):\n    encoder.blocks.0.attn.key.weight"]),
+    ("extra", ["1 unexpected keys (in the checkpoint, not in the model):\n    encoder.blocks.0.attn.key.bias"]),
+    ("shape", ["1 keys with the wrong shape:\n    encoder.conv1.weight: expected [64, 80, 3], got [64, 80, 5]"]),
+    ("layers", ["4 unexpected keys", "missing", "layers=5"]),
 ])
 def test_key_mismatch_is_readable(tmp_path, ckpt_path, edit, expect):
     ckpt = _openai_ckpt(ckpt_path)

@@ -70,27 +70,38 @@ def mismatch_report(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
     return missing, unexpected, wrong
 
 
+def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, header: str, footer: str = "",
+                     extra_unexpected=(), name=lambda key: key) -> None:
+    """Raise CheckpointMismatchError unless ``state_dict`` has exactly ``module``'s keys and shapes. The message
+    is ``header``, then counts and the first few missing / unexpected / wrong-shape keys (shown through
+    ``name``, e.g. to print the checkpoint's own key names), a key-prefix hint when one fits, then ``footer``.
+    ``extra_unexpected``: source keys the caller already knows have no place in the module."""
+    missing, unexpected, wrong = mismatch_report(module, state_dict)
+    unexpected = list(extra_unexpected) + unexpected
+    if not (missing or unexpected or wrong):
+        return
+    parts = [header]
+    if missing:
+        parts.append(_listing("missing keys (in the model, not in the checkpoint)", [name(k) for k in missing]))
+    if unexpected:
+        parts.append(_listing("unexpected keys (in the checkpoint, not in the model)", [name(k) for k in unexpected]))
+    if wrong:
+        parts.append(_listing("keys with the wrong shape", [f"{name(k)}: expected {e}, got {g}" for k, e, g in wrong]))
+    hint = _common_prefix_hint(missing, unexpected)
+    parts += [hint] if hint else []
+    parts += [footer] if footer else []
+    raise CheckpointMismatchError("\n".join(parts))
+
+
 def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str, config_name: str) -> nn.Module:
     """Load ``state_dict`` into ``module`` (typically built on the meta device) after checking that keys and
     shapes match exactly; tensors are assigned, not copied. Raises CheckpointMismatchError naming the
     checkpoint (``what``) and the config (``config_name``) that don't fit, with counts and the first few
     missing / unexpected / wrong-shape keys."""
-    missing, unexpected, wrong = mismatch_report(module, state_dict)
-    if missing or unexpected or wrong:
-        parts = [f"{what} does not match config '{config_name}' — is it a checkpoint for another model or "
-                 f"size (another LatentSync version, a tiny test model without its unet_config.json, or a "
-                 f"different network altogether)?"]
-        if missing:
-            parts.append(_listing("missing keys (in the model, not in the checkpoint)", missing))
-        if unexpected:
-            parts.append(_listing("unexpected keys (in the checkpoint, not in the model)", unexpected))
-        if wrong:
-            parts.append(_listing("keys with the wrong shape",
-                                  [f"{k}: expected {e}, got {g}" for k, e, g in wrong]))
-        prefix = _common_prefix_hint(missing, unexpected)
-        if prefix:
-            parts.append(prefix)
-        raise CheckpointMismatchError("\n".join(parts))
+    check_state_dict(module, state_dict, header=(
+        f"{what} does not match config '{config_name}' — is it a checkpoint for another model or "
+        f"size (another LatentSync version, a tiny test model without its unet_config.json, or a "
+        f"different network altogether)?"))
     module.load_state_dict(dict(state_dict), strict=True, assign=True)
     assert_materialised(module)
     return module

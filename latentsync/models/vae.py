@@ -22,6 +22,7 @@ from typing import Mapping
 import torch
 
 from ..errors import CheckpointMismatchError, MissingWeightsError
+from .loading import check_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -136,18 +137,6 @@ def to_diffusers_vae_state_dict(sd: Mapping[str, torch.Tensor], config: dict
     return converted, sorted(k for k in sd if k not in consumed)
 
 
-def _mismatch_text(source: str, missing, unexpected, wrong, limit: int = 8) -> str:
-    lines = [f"The VAE checkpoint {source} does not match the VAE config (AutoencoderKL, sd-vae-ft-mse layout; "
-             "key names in diffusers form unless they come from an LDM file):"]
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
-        if items:
-            shown = ", ".join(items[:limit]) + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
-            lines.append(f"  {len(items)} {title}: {shown}")
-    lines.append("LatentSync needs the sd-vae-ft-mse VAE (stabilityai/sd-vae-ft-mse or "
-                 "vae-ft-mse-840000-ema-pruned.safetensors); `python -m latentsync download` fetches it.")
-    return "\n".join(lines)
-
-
 def _build_empty(config: dict):
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL
@@ -160,13 +149,11 @@ def load_vae_state_dict(vae, state_dict: Mapping[str, torch.Tensor], source: str
                         unplaced: list[str] = ()) -> None:
     """Strictly assign ``state_dict`` (diffusers keys) to ``vae`` (built on the meta device); ``unplaced`` are
     source keys already known to be unexpected."""
-    expected = vae.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = list(unplaced) + [k for k in state_dict if k not in expected]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointMismatchError(_mismatch_text(source, missing, unexpected, wrong))
+    check_state_dict(vae, state_dict, extra_unexpected=unplaced, header=(
+        f"The VAE checkpoint {source} does not match the VAE config (AutoencoderKL, sd-vae-ft-mse layout; "
+        "key names in diffusers form unless they come from an LDM file):"), footer=(
+        "LatentSync needs the sd-vae-ft-mse VAE (stabilityai/sd-vae-ft-mse or "
+        "vae-ft-mse-840000-ema-pruned.safetensors); `python -m latentsync download` fetches it."))
     sd = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     vae.load_state_dict(sd, strict=True, assign=True)
 

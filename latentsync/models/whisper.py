@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointMismatchError, MissingWeightsError
+from .loading import check_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -143,24 +144,11 @@ def _build_encoder(config):
 
 
 def _load_strict(encoder, state: dict, *, what: str, name=lambda k: k) -> None:
-    expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
-    missing = [name(k) for k in expected if k not in state]
-    unexpected = [name(k) for k in state if k not in expected]
-    wrong = [f"{name(k)}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
-             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    if missing or unexpected or wrong:
-        def part(name, items):
-            if not items:
-                return ""
-            shown = ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
-            return f"\n  {len(items)} {name}: {shown}"
-        raise CheckpointMismatchError(
-            f"The Whisper checkpoint {what} does not fit a Whisper encoder built from its own dimensions "
-            f"(n_audio_state={encoder.config.d_model}, layers={encoder.config.encoder_layers}, "
-            f"heads={encoder.config.encoder_attention_heads})."
-            + part("missing encoder keys", missing) + part("unexpected encoder keys", unexpected)
-            + part("wrong shapes", wrong)
-            + "\nUse the official whisper/tiny.pt from ByteDance/LatentSync-1.6 (or an openai/whisper-tiny folder).")
+    check_state_dict(encoder, state, name=name, header=(
+        f"The Whisper checkpoint {what} does not fit a Whisper encoder built from its own dimensions "
+        f"(n_audio_state={encoder.config.d_model}, layers={encoder.config.encoder_layers}, "
+        f"heads={encoder.config.encoder_attention_heads})."), footer=(
+        "Use the official whisper/tiny.pt from ByteDance/LatentSync-1.6 (or an openai/whisper-tiny folder)."))
     encoder.load_state_dict(state, strict=True, assign=True)
 
 
