@@ -10,7 +10,6 @@ Also here: the UI→API workflow converter the tests use, and the VHS → core n
 from __future__ import annotations
 
 import copy
-import os
 import socket
 import subprocess
 import sys

@@ -11,14 +11,11 @@ import pytest
 
 from latentsync import cli
 from latentsync.video import probe, read_audio
-from pipeline_support import ROOT, small_model_dir, torch_threads
+from pipeline_support import ROOT, small_model_dir
 from tools.make_sample import make_speech, write_sample, write_wav
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

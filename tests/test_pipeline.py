@@ -10,20 +10,12 @@ import torch
 from latentsync import timeline as tl
 from latentsync.errors import CancelledError
 from latentsync.pipeline import LipSyncSettings
-from pipeline_support import UNetCalls, changed_box, clip, pipeline_for, small_model_dir, speech, torch_threads
+from pipeline_support import UNetCalls, changed_box, clip, pipeline_for, speech
 
 FAST = LipSyncSettings(steps=1, guidance=1.0, seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_models):
-    return pipeline_for(str(small_model_dir(tiny_models)))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _face_box(frame):
