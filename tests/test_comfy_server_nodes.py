@@ -167,3 +167,28 @@ def test_queue_workflow_client(comfy, tmp_path, repo_root, capsys):
     wf.write_text(json.dumps(bad))
     assert main([str(wf), "--server", comfy.url]) == 1
     assert "workflow failed: " in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def clip30(comfy, tmp_path_factory):
+    """A 30 fps astronaut clip (18 frames = 0.6 s) uploaded as latentsync_sample_30fps.mp4."""
+    from latentsync.video import VideoWriter
+    from tools.make_sample import make_frames
+
+    path = tmp_path_factory.mktemp("media30") / "latentsync_sample_30fps.mp4"
+    with VideoWriter(path, 30, cs.SAMPLE_SIZE, cs.SAMPLE_SIZE) as w:
+        w.write(make_frames(18, 30, cs.SAMPLE_SIZE, cs.SAMPLE_SIZE))
+    return comfy.upload(path, path.name)
+
+
+@pytest.mark.parametrize("example", ["latentsync_basic", "latentsync_streaming"])
+def test_30fps_video_keeps_its_frame_rate(comfy, clip30, example, tmp_path):
+    """No fps forced to 25: a 30 fps clip comes out at 30 fps with the length rules applied at 30 fps."""
+    prompt = _steps(cs.load_workflow(example))
+    prompt["1"]["inputs"]["file"] = clip30
+    (frames, fps, audio_s), _ = _run(comfy, prompt, tmp_path)
+    # basic: normal mode, video (0.6 s) shorter than the padded audio (1.11 s) → the video's 18 frames;
+    # streaming: length_mode audio → round(0.61 s × 30) frames, the video cut
+    expected = 18 if example == "latentsync_basic" else round(cs.SPEECH_SECONDS * 30)
+    assert fps == pytest.approx(30.0) and frames == expected
+    assert audio_s == pytest.approx(frames / 30, abs=AUDIO_TOL)
