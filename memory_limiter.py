@@ -57,6 +57,12 @@ class MemoryPlan:
     free_vram_bytes: int = 0
     reason: str = ""
 
+    @property
+    def cfg_serial(self) -> bool:
+        """Lowest GPU tier: run the two classifier-free-guidance halves one after the other (same math, half the
+        UNet activation memory)."""
+        return self.device_type != "cpu" and self.batch <= TIERS[-1][2]
+
     def lower(self) -> "MemoryPlan | None":
         """The next smaller plan (one tier down), or None when already at the smallest batch."""
         if self.batch <= 1:

@@ -99,7 +99,7 @@ def _settings(handle: jobs.ModelHandle, plan, seed, lips_expression, inference_s
     return jobs.lib("pipeline").LipSyncSettings(
         version=handle.version, steps=int(inference_steps), guidance=float(lips_expression), seed=int(seed),
         face=face, length_mode=length_mode, deepcache=bool(deepcache),
-        window_batch=plan.window_batch, vae_slice=plan.vae_slice)
+        window_batch=plan.window_batch, vae_slice=plan.vae_slice, cfg_serial=plan.cfg_serial)
 
 
 def _check_audio(audio) -> None:

@@ -110,7 +110,7 @@ def run_mode(name, unet, vae, res, args, device, dtype, plan):
     ctx = DenoiseContext(unet=unet, vae=_Timed(vae, clock), scheduler=scheduler, mask=mask[None],
                          mask_latent=mask_lat[None, None, None], noise=noise, generator=gen, guidance=args.guidance,
                          deepcache=3 if name == "deepcache" else 0, vae_slice=plan.vae_slice,
-                         step_hook=lambda n, final=False: None)
+                         step_hook=lambda n, final=False: None, cfg_serial=plan.cfg_serial)
     frames = np.full((1080, 1920, 3), 90, np.uint8)
     matrix = np.array([[1.0, 0.0, -700.0], [0.0, 1.0, -200.0]], np.float32)  # face crop near the frame centre
     faces = torch.rand(args.windows, 16, 3, res, res, generator=gen).mul(2).sub(1).to(device, dtype)
@@ -140,7 +140,8 @@ def run_mode(name, unet, vae, res, args, device, dtype, plan):
         "dtype": str(dtype).replace("torch.", ""), "tiny": args.tiny, "resolution": res,
         "settings": {"steps": args.steps, "guidance": args.guidance, "windows": args.windows, "frames_per_window": 16,
                      "window_batch": plan.window_batch, "vae_slice": plan.vae_slice,
-                     "memory_fraction": plan.memory_fraction, "deepcache": name == "deepcache", "tier": plan.tier},
+                     "memory_fraction": plan.memory_fraction, "deepcache": name == "deepcache", "tier": plan.tier,
+                     "cfg_serial": plan.cfg_serial},
         "frames_per_s": round(total_frames / wall, 3), "wall_s": round(wall, 3), "stages_s": stages,
     }
     if device.type == "cuda":

@@ -51,6 +51,8 @@ class DenoiseContext:
     deepcache: int  # 0 = off, else the cache interval
     vae_slice: int
     step_hook: Callable[[int], None]  # called after each denoising step with the number of windows advanced
+    cfg_serial: bool = False  # CFG: run the unconditional and audio halves one after the other (half the
+    #                           activation memory, same math) instead of as one doubled batch
 
 
 def faces_to_tensor(faces: list[np.ndarray], device, dtype) -> torch.Tensor:
@@ -94,18 +96,20 @@ def denoise_windows(ctx: DenoiseContext, batch: WindowBatch, cancel: Callable[[]
     if cfg:
         audio = torch.cat([torch.zeros_like(audio), audio])
     latents = ctx.noise.expand(n_win, -1, n_frames, -1, -1) * float(ctx.scheduler.init_noise_sigma)
-    cache = None
+    parts = 2 if cfg and ctx.cfg_serial else 1  # UNet calls per step
+    caches = [None] * parts
     if ctx.deepcache:
         from .models.unet3d import DeepCacheState
 
-        cache = DeepCacheState(interval=ctx.deepcache)
+        caches = [DeepCacheState(interval=ctx.deepcache) for _ in range(parts)]  # one per UNet batch
     for i, t in enumerate(ctx.scheduler.timesteps):
         if cancel is not None and cancel():
             raise CancelledError("Lip-sync was cancelled.")
         x = torch.cat([latents] * copies) if cfg else latents
         x = ctx.scheduler.scale_model_input(x, t)
         sample = torch.cat([x.to(dtype), cond], dim=1)
-        noise = _unet(ctx, sample, t, audio, cache, i).float()
+        noise = torch.cat([_unet(ctx, s, t, a, c, i).float()
+                           for s, a, c in zip(sample.chunk(parts), audio.chunk(parts), caches)])
         if cfg:
             uncond, audio_noise = noise.chunk(2)
             noise = uncond + ctx.guidance * (audio_noise - uncond)

@@ -57,6 +57,7 @@ class LipSyncSettings:
     deepcache_interval: int = 3
     window_batch: int = 1  # windows denoised together (same frame count)
     vae_slice: int = 16  # frames per VAE encode/decode slice
+    cfg_serial: bool = False  # CFG halves one after the other: half the UNet activation memory, same math
     audio_mode: str = "stitched"  # "stitched" (continuous at 30 s seams) | "reference" (parity)
     strict_faces: bool = False  # True: a frame without a face raises NoFaceError instead of passing through
     cache_mb: int = 512  # ping-pong: source frames kept in RAM before re-opening the source
@@ -291,7 +292,7 @@ class LipSyncPipeline:
             mask_latent=mask_latent.to(self.device, self.dtype)[None, None, None], noise=noise,
             generator=generator, guidance=float(settings.guidance),
             deepcache=settings.deepcache_interval if settings.deepcache else 0, vae_slice=settings.vae_slice,
-            step_hook=step_hook)
+            step_hook=step_hook, cfg_serial=settings.cfg_serial)
 
     def _window_audio(self, job: LipSyncJob, indices: list[int]) -> torch.Tensor:
         from .audio import chunk_rows

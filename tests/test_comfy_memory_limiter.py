@@ -234,3 +234,11 @@ def test_other_errors_are_not_retried():
     with pytest.raises(ValueError):
         ml.run_with_oom_retry(job, ml.plan_for(12 * GIB, 12 * GIB, "cuda"), cuda=FakeCuda())
     assert len(calls) == 1
+
+
+def test_lowest_gpu_tier_runs_the_cfg_halves_serially():
+    """Only the smallest GPU tier trades speed for memory by running the CFG halves one after the other."""
+    assert [ml.plan_for(g * GIB, g * GIB, "cuda").cfg_serial for g in (80, 12, 8, 6)] == [False, False, True, True]
+    assert ml.plan_for(24 * GIB, 24 * GIB, "cuda").lower().lower().cfg_serial  # OOM retry reaches it too
+    assert ml.plan_for(6 * GIB, 6 * GIB, "mps").cfg_serial
+    assert not ml.plan_for(0, 0, "cpu").cfg_serial

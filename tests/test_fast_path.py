@@ -41,3 +41,21 @@ def test_half_precision_matches_fp32(model_dir, dtype):
     mean_limit, p99_limit = (0.5, 2) if dtype == torch.float16 else (1.5, 4)
     assert diff[changed].mean() < mean_limit, diff[changed].mean()
     assert np.percentile(diff[changed], 99) <= p99_limit
+
+
+@pytest.mark.parametrize("deepcache", [False, True])
+def test_serial_cfg_halves_equal_the_doubled_batch(pipe, deepcache):
+    """The low-VRAM tier's serial CFG (two UNet calls of one window each) computes the same frames as the one
+    doubled batch, also with DeepCache (one cache per half)."""
+    from dataclasses import replace
+
+    from pipeline_support import UNetCalls
+
+    base = replace(SETTINGS, steps=4, deepcache=deepcache)
+    frames, audio = clip(8, 25), speech(8 / 25)
+    with torch_threads(1), UNetCalls(pipe.models.unet) as batched:
+        ref = pipe(frames, 25, audio, base).frames
+    with torch_threads(1), UNetCalls(pipe.models.unet) as serial:
+        out = pipe(frames, 25, audio, replace(base, cfg_serial=True)).frames
+    assert [s[0] for s in batched.shapes] == [2] * 4 and [s[0] for s in serial.shapes] == [1] * 8
+    assert np.abs(out.astype(np.int16) - ref.astype(np.int16)).max() <= 1
