@@ -226,7 +226,10 @@ class LipSyncPipeline:
         from .face import FaceAligner, FaceDetector, latent_mask, load_mask
 
         res = self.models.resolution
-        detector = FaceDetector(backend=settings.face_backend, face=settings.face)
+        # mediapipe without the legacy API (numpy 2) uses the Tasks model face_landmarker.task from the models
+        # folder, downloaded there once if it is missing and the network allows
+        detector = FaceDetector(backend=settings.face_backend, face=settings.face,
+                                model_dir=self.models.model_dir, allow_download=True)
         aligner = FaceAligner(res)
         keep_detections = n_out is not None and (n_frames is None or n_frames < n_out)
         detections: dict[int, object] = {}

@@ -156,3 +156,22 @@ def test_real_face_resolution_512(tiny_models):
     assert calls.shapes == [(1, 13, 2, 64, 64)]
     assert res.frames.shape == frames.shape and res.has_face.all()
     _assert_only_face_changed(res.frames[0], frames[0], _face_box(frames[0]))
+
+
+def test_tasks_backend_finds_its_model_in_the_models_folder(tiny_models, tmp_path, repo_root):
+    """mediapipe without the legacy API: the Tasks landmarker is read from the weights' folder (no download)."""
+    import os
+
+    from pipeline_support import small_model_dir
+    from latentsync.checkpoints import find_models
+    from latentsync.models import load_models
+    from latentsync.pipeline import LipSyncPipeline
+
+    folder = small_model_dir(tiny_models, tmp_path / "models")
+    os.symlink(repo_root / "tests" / "fixtures" / "models" / "face_landmarker.task", folder / "face_landmarker.task")
+    tasks_pipe = LipSyncPipeline(load_models(find_models("1.6", folder), "cpu", torch.float32))
+    assert tasks_pipe.models.model_dir == folder
+    frames = clip(4, 25)
+    res = tasks_pipe(frames, 25, speech(4 / 25), LipSyncSettings(steps=1, guidance=1.0, face_backend="tasks"))
+    assert res.has_face.all() and res.frames.shape == frames.shape
+    assert changed_box(res.frames[0], frames[0]) is not None  # the face was regenerated

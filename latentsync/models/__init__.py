@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ class LatentSyncModels:
     version: str = "1.6"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    model_dir: Path | None = None  # the weights' root folder; also where face_landmarker.task is looked for
 
     @property
     def resolution(self) -> int:
@@ -64,4 +66,6 @@ def load_models(paths, device="cpu", dtype=torch.float32) -> LatentSyncModels:
     unet = load_unet(paths.unet, config, device=device, dtype=dtype)
     vae = load_vae(paths.vae, device, dtype)
     encoder = load_whisper_encoder(paths.whisper, device=device, dtype=dtype)
-    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype)
+    whisper = Path(paths.whisper)
+    root = whisper.parent.parent if whisper.parent.name == "whisper" else Path(paths.unet).parent
+    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype, root)
