@@ -22,8 +22,10 @@ import torch
 
 if __package__:  # inside ComfyUI the pack is a package; in tests this module is imported top-level
     from .latentsync.errors import InputError
+    from .latentsync.timeline import source_indices
 else:  # pragma: no cover
     from latentsync.errors import InputError
+    from latentsync.timeline import source_indices
 
 MODES = ("normal", "pingpong", "loop_to_audio")
 NO_AUDIO = ("The audio input is empty: the source has no audio stream. Connect a Load Audio node (or a video "
@@ -35,13 +37,8 @@ class LengthError(InputError):
 
 
 def pingpong_indices(n_out: int, n_frames: int) -> torch.Tensor:
-    """Source frame per output frame: 0, 1, .., n-1, n-2, .., 1, 0, 1, .. (period 2n-2)."""
-    idx = torch.arange(n_out, dtype=torch.int64)
-    if n_frames <= 1:
-        return torch.zeros_like(idx)
-    period = 2 * n_frames - 2
-    idx = idx % period
-    return torch.where(idx < n_frames, idx, period - idx)
+    """Source frame per output frame: 0, 1, .., n-1, n-2, .., 1, 0, 1, .. (period 2n-2; the library's rule)."""
+    return torch.from_numpy(source_indices(n_out, max(1, n_frames)))
 
 
 def loop_indices(n_out: int, n_frames: int) -> torch.Tensor:

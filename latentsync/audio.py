@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -127,9 +128,10 @@ class AudioClip:
     @classmethod
     def from_comfy(cls, audio) -> "AudioClip":
         """ComfyUI AUDIO: ``{"waveform": Tensor [B, C, T], "sample_rate": int}`` (B must be 1)."""
-        if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-            got = sorted(audio) if isinstance(audio, dict) else type(audio).__name__
-            raise InputError(f"Expected an AUDIO input (a dict with 'waveform' and 'sample_rate'), got {got}.")
+        if not isinstance(audio, Mapping) or "waveform" not in audio or "sample_rate" not in audio:
+            got = f"keys {sorted(map(str, audio))}" if isinstance(audio, Mapping) else type(audio).__name__
+            raise InputError("AUDIO must be a dict with 'waveform' (a [B, C, T] tensor) and 'sample_rate' keys; "
+                             f"got {got}.")
         return cls.from_any(audio["waveform"], audio["sample_rate"])
 
     @property
@@ -149,11 +151,10 @@ class AudioClip:
 
     def fit(self, duration_s: float) -> "AudioClip":
         """Trimmed, or padded at the end with silence, to ``round(duration_s * sample_rate)`` samples."""
+        from .timeline import fit_audio
+
         n = max(0, int(round(duration_s * self.sample_rate)))
-        if n <= self.n_samples:
-            return AudioClip(self.samples[:, :n].copy(), self.sample_rate)
-        pad = np.zeros((self.n_channels, n - self.n_samples), np.float32)
-        return AudioClip(np.concatenate([self.samples, pad], axis=1), self.sample_rate)
+        return AudioClip(np.array(fit_audio(self.samples, n), np.float32), self.sample_rate)
 
 
 # ----------------------------------------------------------------------------------------------- log-mel

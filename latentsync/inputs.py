@@ -80,10 +80,7 @@ def parse_audio(audio) -> tuple[np.ndarray, int]:
     from .audio import AudioClip
 
     if isinstance(audio, Mapping):
-        if "waveform" not in audio or "sample_rate" not in audio:
-            raise InputError("AUDIO must be a dict with 'waveform' (a [B, C, T] tensor) and 'sample_rate' keys; "
-                             f"got keys {sorted(map(str, audio))}.")
-        clip = AudioClip.from_any(audio["waveform"], audio["sample_rate"])
+        clip = AudioClip.from_comfy(audio)
     elif isinstance(audio, (tuple, list)) and len(audio) == 2:
         clip = AudioClip.from_any(*audio)
     else:

@@ -111,18 +111,9 @@ def fit_audio(samples: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(samples, pad)
 
 
-def source_index(j: int, n_video: int) -> int:
-    """Source frame shown at output frame ``j`` (ping-pong without repeating the end frames)."""
-    if n_video <= 0:
-        raise InputError("The video has no frames.")
-    if n_video == 1 or j < n_video:
-        return 0 if n_video == 1 else j
-    k = j % (2 * n_video - 2)
-    return k if k < n_video else 2 * n_video - 2 - k
-
-
 def source_indices(n_out: int, n_video: int) -> np.ndarray:
-    """``source_index`` for all output frames (int64 array of length n_out)."""
+    """Source frame shown at each output frame (int64, length n_out): ping-pong without repeating the end frames
+    (0..n-1, n-2..1, 0, ..); a 1-frame video repeats."""
     if n_video <= 0:
         raise InputError("The video has no frames.")
     j = np.arange(n_out, dtype=np.int64)
