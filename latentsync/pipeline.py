@@ -279,8 +279,9 @@ class LipSyncPipeline:
 
         vae_factor = 2 ** (len(self.models.vae.config.block_out_channels) - 1)
         h = res // vae_factor
-        mask = torch.from_numpy(load_mask(res)).to(self.device)
-        mask_latent = torch.from_numpy(np.ascontiguousarray(latent_mask(load_mask(res))))
+        mask_np = load_mask(res)
+        mask = torch.from_numpy(mask_np).to(self.device)
+        mask_latent = torch.from_numpy(np.ascontiguousarray(latent_mask(mask_np)))
         if tuple(mask_latent.shape) != (h, h):
             mask_latent = torch.nn.functional.interpolate(mask[None, None], size=(h, h))[0, 0].cpu()
         scheduler = make_scheduler()
