@@ -32,6 +32,12 @@ print(f"Python {platform.python_version()}, " + ", ".join(
 PYEOF
 }
 
+build() {  # SCRIPT: build or reuse an environment, saying how long it took
+  local start=$SECONDS
+  bash "$ROOT/tools/$1"
+  echo "[test] $1: environment ready after $((SECONDS - start)) s" >&2
+}
+
 SUMMARY=() STATUS=() COUNTS=()
 run_suite() {  # NAME VENV PYTEST_ARGS...
   local name="$1" venv="$2"; shift 2
@@ -52,8 +58,8 @@ run_suite() {  # NAME VENV PYTEST_ARGS...
 
 for name in ${LATENTSYNC_TEST_ENVS:-main today}; do
   case "$name" in
-    main) bash "$ROOT/tools/env.sh"; run_suite main "$ROOT/.venv" "$@" ;;
-    today) bash "$ROOT/tools/env_today.sh"; run_suite today "$ROOT/.venv-today" -m "not browser" "$@" ;;
+    main) build env.sh; run_suite main "$ROOT/.venv" "$@" ;;
+    today) build env_today.sh; run_suite today "$ROOT/.venv-today" -m "not browser" "$@" ;;
     *) echo "[test] unknown environment '$name' in LATENTSYNC_TEST_ENVS (main, today)" >&2; exit 2 ;;
   esac
 done
