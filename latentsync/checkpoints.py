@@ -270,3 +270,20 @@ def download_models(version: str = "1.6", dest=None, progress: bool = True) -> M
         if got.resolve() != target.resolve() and not target.is_file():
             raise MissingWeightsError(f"Download of {repo}/{name} ended at {got}, expected {target}.")
     return find_models(version, models_dir=dest)
+
+
+def ensure_models(version: str = "1.6", models_dir=None, search_dirs: Iterable = (), vae_dirs: Iterable = (), *,
+                  download: bool = True, progress=None) -> ModelPaths:
+    """The weights of ``version``: found where ``find_models`` looks, else (when ``download``) fetched into the
+    first folder searched (``models_dir``, else the first of ``search_dirs``, else ``<pack>/checkpoints``)."""
+    try:
+        return find_models(version, models_dir=models_dir, search_dirs=search_dirs, vae_dirs=vae_dirs)
+    except MissingWeightsError as missing:
+        if not download:
+            raise
+        dest = models_dir or next(iter(search_dirs), None)
+        try:
+            download_models(version, dest=dest)
+        except MissingWeightsError as failed:
+            raise MissingWeightsError(f"{missing}\nThe automatic download did not work: {failed}") from None
+    return find_models(version, models_dir=models_dir, search_dirs=search_dirs, vae_dirs=vae_dirs)

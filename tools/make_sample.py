@@ -14,7 +14,6 @@ import argparse
 import math
 import shutil
 import subprocess
-import sys
 import tempfile
 import wave
 from functools import lru_cache
@@ -145,7 +144,6 @@ def write_wav(path, samples: np.ndarray, sr: int) -> Path:
 def write_sample(out_dir, seconds: float = 4.0, fps: float = 25, width: int = 1280, height: int = 720,
                  sr: int = 44100) -> tuple[Path, Path]:
     """Write ``sample.mp4`` (with its audio) and ``speech.wav`` into ``out_dir``; returns both paths."""
-    sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None
     from latentsync.video import VideoWriter
 
     out = Path(out_dir)

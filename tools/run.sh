@@ -2,8 +2,8 @@
 # The main job: lip-sync a talking-head clip with LatentSync 1.6 through the command line.
 #   bash tools/run.sh                                  # generated sample (astronaut + speech) → out/run/result.mp4
 #   bash tools/run.sh VIDEO [AUDIO] [extra CLI options, e.g. --steps 20 --deepcache --models-dir DIR]
-# Builds/reuses the venv (tools/env.sh). Without the weights it prints the missing-weights message (and how to
-# download them) and exits non-zero before decoding anything.
+# Builds/reuses the venv (tools/env.sh). Missing weights are downloaded first (--no-download: never); without
+# them it prints the missing-weights message (and how to get them) and exits with code 2.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/env.sh"
@@ -16,14 +16,7 @@ if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then
   AUDIO_ARGS=()
   if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then AUDIO_ARGS=(--audio "$1"); shift; fi
 else
-  # weights first: without them the CLI below prints the missing-weights message and exits 2 at once
-  STATUS_ARGS=(); prev=""
-  for a in "$@"; do
-    case "$prev" in --models-dir|--version) STATUS_ARGS+=("$prev" "$a");; esac
-    case "$a" in --models-dir=*|--version=*) STATUS_ARGS+=("$a");; esac
-    prev="$a"
-  done
-  if "$PY" -m latentsync status "${STATUS_ARGS[@]}" >/dev/null 2>&1 && [ ! -f "$OUT/sample/sample.mp4" ]; then
+  if [ ! -f "$OUT/sample/sample.mp4" ]; then
     echo "[run] generating a sample clip in $OUT/sample" >&2
     "$PY" tools/make_sample.py "$OUT/sample" --seconds 5 >/dev/null
   fi
