@@ -63,8 +63,8 @@ def test_selectors_resolve_to_ids(dialogue):
 
 
 @pytest.mark.parametrize("selectors,message", [
-    (["left", "index:0"], "speaker faces 'left' and 'index:0' both resolve to face id 0; give each speaker a "
-                          "different face"),
+    (["left", "index:0"], "speaker faces 'left' and 'index:0' both resolve to face id 0 (the first frame with "
+                          "faces, frame 0, has 2 face(s); ids in the clip: 0, 1); give each speaker a different face"),
     (["id:5"], "speaker face 'id:5': face id 5 never appears in the clip; the ids that appear are: 0, 1"),
     (["index:2"], "the first frame with faces (frame 0) has 2 face(s), so use index:0 to index:1"),
     (["left", "centre"], "unknown speaker face 'centre'; use left, right, index:N"),
@@ -108,6 +108,9 @@ def test_ids_count_from_the_first_frame_with_faces(backend):
     assert tracks.resolve(["left"]) == (0,) and tracks.resolve(["right", "id:1"]) == (0, 1)
     with pytest.raises(InputError, match="has 1 face"):
         tracks.resolve(["index:1"])
+    with pytest.raises(InputError, match=r"'left' and 'right' both resolve to face id 0 \(the first frame with "
+                                         r"faces, frame 0, has 1 face\(s\); ids in the clip: 0, 1\)"):
+        tracks.resolve(["left", "right"])
 
 
 def test_no_face_in_the_clip(backend):

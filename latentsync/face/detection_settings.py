@@ -61,7 +61,7 @@ class DetectionSettings:
 
     min_face_height: float = float(MIN_HEIGHT)
     min_confidence: float = MIN_SCORE
-    region: object = None
+    region: tuple[int, int, int, int] | np.ndarray | None = None
     redetect_every: int = 50
 
     def __post_init__(self):

@@ -253,7 +253,8 @@ class FaceTracks:
         for (i, a), (j, b) in combinations(enumerate(ids), 2):
             if a == b:
                 raise InputError(f"speaker faces {selectors[i]!r} and {selectors[j]!r} both resolve to face id "
-                                 f"{a}; give each speaker a different face")
+                                 f"{a} (the first frame with faces, frame {first}, has {len(ordered)} face(s); ids "
+                                 f"in the clip: {', '.join(map(str, known))}); give each speaker a different face")
         return tuple(ids)
 
 
