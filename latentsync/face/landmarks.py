@@ -222,8 +222,8 @@ class InsightFaceBackend:
 
         kwargs = {"root": str(model_dir)} if model_dir else {}
         self._app = FaceAnalysis(allowed_modules=["detection", "landmark_2d_106"], **kwargs)
-        self._app.prepare(ctx_id=-1, det_size=(512, 512))
-        self._max_faces, self._min_score = max_faces, min_score
+        self._app.prepare(ctx_id=-1, det_thresh=min_score, det_size=(512, 512))
+        self._max_faces = max_faces
 
     def __call__(self, image: np.ndarray) -> list[RawFace]:
         faces = self._app.get(np.ascontiguousarray(image[:, :, ::-1]))  # insightface expects BGR
@@ -240,9 +240,10 @@ class InsightFaceBackend:
         self._app = None
 
 
-def make_backend(name: str = "auto", model_dir=None, allow_download: bool = False, max_faces: int = 4):
+def make_backend(name: str = "auto", model_dir=None, allow_download: bool = False, max_faces: int = 4,
+                 min_score: float = MIN_SCORE):
     """Build a landmark backend. ``auto``: solutions FaceMesh if mediapipe has it, else the Tasks API (model
-    file from ``model_dir``), else InsightFace."""
+    file from ``model_dir``), else InsightFace. ``min_score``: the backend's own face detection threshold."""
     name = (name or "auto").lower()
     if name in ("mediapipe", "legacy"):
         name = "solutions"
@@ -258,13 +259,13 @@ def make_backend(name: str = "auto", model_dir=None, allow_download: bool = Fals
     if name == "solutions":
         if not solutions_available():
             raise InputError("this mediapipe has no legacy 'solutions' FaceMesh; use backend='tasks'")
-        return SolutionsMesh(max_faces=max_faces)
+        return SolutionsMesh(max_faces=max_faces, min_score=min_score)
     if name == "tasks":
         if not tasks_available():
             raise InputError("mediapipe's Tasks API is not available; install mediapipe>=0.10.14")
-        return TasksMesh(find_landmarker_model(model_dir, allow_download), max_faces=max_faces)
+        return TasksMesh(find_landmarker_model(model_dir, allow_download), max_faces=max_faces, min_score=min_score)
     if name == "insightface":
         if not insightface_available():
             raise InputError("backend 'insightface' asked for, but insightface is not installed")
-        return InsightFaceBackend(model_dir, max_faces=max_faces)
+        return InsightFaceBackend(model_dir, max_faces=max_faces, min_score=min_score)
     raise InputError(f"unknown face backend {name!r}; use auto, solutions, tasks or insightface")
