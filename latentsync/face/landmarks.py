@@ -28,12 +28,12 @@ off vertically.
 from __future__ import annotations
 
 import logging
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..download import fetch_url
 from ..errors import InputError, MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -128,26 +128,20 @@ def available_backends() -> list[str]:
     return names
 
 
-def find_landmarker_model(model_dir=None, allow_download: bool = False) -> Path:
-    """Path of ``face_landmarker.task`` in ``model_dir`` (or ``model_dir/mediapipe``); downloads it once into
-    ``model_dir`` when allowed; otherwise raises MissingWeightsError saying where to put it."""
+def find_landmarker_model(model_dir=None, allow_download: bool = False, *, progress=None) -> Path:
+    """Path of ``face_landmarker.task`` in ``model_dir`` (or ``model_dir/mediapipe``); when allowed, downloads it
+    once into ``model_dir`` (resumable, progress bar, no network use under HF_HUB_OFFLINE, an unreachable host
+    fails at once: ``latentsync.download.fetch_url``); otherwise raises MissingWeightsError saying where to put it."""
     dirs = [Path(model_dir), Path(model_dir) / "mediapipe"] if model_dir else []
     for folder in dirs:
         if (folder / LANDMARKER_FILE).is_file():
             return folder / LANDMARKER_FILE
     if model_dir and allow_download:
         target = Path(model_dir) / LANDMARKER_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".part")
         log.info("downloading %s to %s", LANDMARKER_URL, target)
         try:
-            with urllib.request.urlopen(LANDMARKER_URL, timeout=60) as response, open(partial, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-            partial.replace(target)
-            return target
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
+            return fetch_url(LANDMARKER_URL, target, progress=progress)
+        except MissingWeightsError as exc:
             raise MissingWeightsError(f"could not download {LANDMARKER_URL} ({exc}); download it by hand and "
                                       f"put it at {target}") from exc
     searched = ", ".join(str(d / LANDMARKER_FILE) for d in dirs) or "(no models folder given)"
