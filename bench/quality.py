@@ -1,0 +1,203 @@
+"""Paste-back quality on a synthetic "generated" face (prints a table, never asserts).
+
+    python bench/quality.py [--resolution 512] [--shift-L 5 --shift-a 8 --shift-b 8] [--blur 1.2]
+                            [--images DIR]
+
+The frame is the astronaut sample (tools/make_sample.py) at 720p, the face found by the real detector. The
+"generated" face is the original aligned face with a VAE-like error: shifted in CIE Lab (ΔL, Δa, Δb), then
+Gaussian-blurred; it is composited with the original through the mouth mask exactly as the pipeline does
+(decoded · (1 − mask) + face · mask) and pasted back with every blend × colour match.
+
+Figures (frame pixels, Lab with L in 0..100):
+* seam (mouth edge): mean |∇(out − original)| (Lab, both axes) on the pixels within 1 px of the regenerated
+  region's edge — a hard colour step there is the visible U; a smooth correction scores ~0.
+* seam (crop edge): the same on the reference's feather band around the crop (the "box").
+* ΔE border: ΔE76 between the mean Lab of the output's band just inside the region's edge and of the ring
+  just outside it (6 px each), on the cheek/nose rows of the aligned face (skin, both sides). The original
+  frame's own value is printed as the floor.
+* ΔE region: ΔE76 between the mean Lab of the output and of the original over the whole region (colour fidelity).
+With --images DIR: mouth close-ups for the README (reference vs feather + colour match; with and without the
+sharpening stand-in restorer from tools/make_tiny_restorer.py), each < 150 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latentsync.face import FaceAligner, FaceDetector, load_mask, plan_restore  # noqa: E402
+from latentsync.face.blend import PasteOptions, paste_face, region_weight  # noqa: E402
+from tools.make_sample import make_frames  # noqa: E402
+
+SKIN_ROWS = (0.37, 0.62)  # aligned-face rows (share of R) holding cheeks and nose sides on both sides of the U
+SKIN_COLS = (0.15, 0.85)
+BAND = 6
+
+
+def lab(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2Lab)
+
+
+def vae_like(face: np.ndarray, shift: tuple[float, float, float], blur: float) -> np.ndarray:
+    """uint8 (R, R, 3) face → the same face shifted in Lab and blurred (float32 in [0, 255])."""
+    shifted = lab(face) + np.array(shift, np.float32)
+    rgb = np.clip(cv2.cvtColor(shifted, cv2.COLOR_Lab2RGB), 0, 1) * 255
+    return cv2.GaussianBlur(rgb, (0, 0), blur) if blur > 0 else rgb
+
+
+def to_model_face(image: np.ndarray) -> np.ndarray:
+    return (image.astype(np.float32) / 255 * 2 - 1).transpose(2, 0, 1)
+
+
+class Case:
+    """One frame, its face, the synthetic generated face and the measuring masks on the paste box."""
+
+    def __init__(self, args):
+        self.frame = make_frames(1)[0]
+        with FaceDetector() as detector:
+            detection = detector.detect(self.frame)
+        if detection is None:
+            raise SystemExit("the detector found no face in the sample frame")
+        res = args.resolution
+        self.face, self.matrix = FaceAligner(res).align(self.frame, detection.points)
+        mask = load_mask(res)[:, :, None]
+        self.decoded = vae_like(self.face, (args.shift_L, args.shift_a, args.shift_b), args.blur)
+        self.generated = to_model_face(self.decoded * (1 - mask) + self.face.astype(np.float32) * mask)
+        self.plan = plan_restore(self.matrix, self.frame.shape[:2], res)
+        self.rows, self.cols = self.plan.slices
+        region = region_weight(self.plan, res) >= 0.5
+        u8 = region.astype(np.uint8)
+        d_in = cv2.distanceTransform(u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        d_out = cv2.distanceTransform(1 - u8, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        skin = self._skin_window(res)
+        self.region = region
+        self.edge = (region & (d_in <= 1.5)) | (~region & (d_out <= 1.5))
+        self.inner = region & (d_in <= BAND) & skin
+        self.outer = ~region & (d_out <= BAND) & skin
+        soft = 1 - self.plan.keep
+        self.crop_edge = (soft > 0.02) & (soft < 0.98)
+
+    def _skin_window(self, res: int) -> np.ndarray:
+        from latentsync.face.align import bilinear_warp
+
+        window = np.zeros((res, res), np.float32)
+        window[int(SKIN_ROWS[0] * res):int(SKIN_ROWS[1] * res), int(SKIN_COLS[0] * res):int(SKIN_COLS[1] * res)] = 1
+        crop = cv2.resize(window, self.plan.crop_wh, interpolation=cv2.INTER_NEAREST)
+        height, width = self.plan.keep.shape
+        return bilinear_warp(crop[None], self.plan.warp, (width, height), 0.0, planar=True)[0] > 0.5
+
+    def box(self, image: np.ndarray) -> np.ndarray:
+        return image[self.rows, self.cols]
+
+
+def measure(case: Case, out: np.ndarray) -> dict[str, float]:
+    out_lab, orig_lab = lab(case.box(out)), lab(case.box(case.frame))
+    diff = out_lab - orig_lab
+    gy, gx = np.gradient(diff, axis=(0, 1))
+    jump = np.sqrt((gx ** 2 + gy ** 2).sum(axis=2))
+
+    def delta_e(a, b) -> float:
+        return float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0)))
+
+    return {
+        "seam_mouth": float(jump[case.edge].mean()),
+        "seam_crop": float(jump[case.crop_edge].mean()),
+        "de_border": delta_e(out_lab[case.inner], out_lab[case.outer]),
+        "de_region": delta_e(out_lab[case.region], orig_lab[case.region]),
+    }
+
+
+def table(case: Case) -> dict[str, dict[str, float]]:
+    rows = {"original frame": measure(case, case.frame)}
+    for blend in ("reference", "feather", "poisson"):
+        for color in ("off", "mean", "mean_std"):
+            out = paste_face(case.frame, case.generated, case.matrix, PasteOptions(blend, 12.0, color), case.plan)
+            rows[f"{blend} / {color}"] = measure(case, out)
+    return rows
+
+
+def print_table(rows: dict[str, dict[str, float]], args) -> None:
+    print(f"synthetic VAE error: ΔL {args.shift_L:+g}, Δa {args.shift_a:+g}, Δb {args.shift_b:+g}, "
+          f"blur σ {args.blur:g} px at {args.resolution} px; feather_px 12")
+    print(f"| {'blend / colour match':<22} | seam mouth edge | seam crop edge | ΔE border | ΔE region |")
+    print(f"|{'-' * 24}|----------------:|---------------:|----------:|----------:|")
+    for name, m in rows.items():
+        print(f"| {name:<22} | {m['seam_mouth']:15.2f} | {m['seam_crop']:14.2f} | {m['de_border']:9.2f} "
+              f"| {m['de_region']:9.2f} |")
+    ref = rows["reference / off"]["de_border"]
+    for name in ("reference / mean", "reference / mean_std", "feather / mean", "feather / mean_std"):
+        print(f"ΔE border {name} / reference off = {rows[name]['de_border'] / ref:.2f}")
+
+
+def mouth_crop(case: Case, image: np.ndarray, scale: int = 2) -> np.ndarray:
+    """A close-up around the regenerated region, enlarged ``scale``× (nearest, to show pixels)."""
+    ys, xs = np.nonzero(case.region)
+    y0, x0 = case.plan.box[1] + ys.min() - 12, case.plan.box[0] + xs.min() - 12
+    y1, x1 = case.plan.box[1] + ys.max() + 12, case.plan.box[0] + xs.max() + 12
+    crop = image[max(y0, 0):y1, max(x0, 0):x1]
+    return cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+
+
+def labelled(image: np.ndarray, text: str) -> np.ndarray:
+    out = np.ascontiguousarray(image)
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+
+
+def write_images(case: Case, folder: Path, args) -> None:
+    import tempfile
+
+    import torch
+
+    from latentsync.face.enhance import FaceRestorer
+    from tools.make_tiny_restorer import write_sharpener
+
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = paste_face(case.frame, case.generated, case.matrix, None, case.plan)
+    improved = PasteOptions("feather", 12.0, "mean")
+    better = paste_face(case.frame, case.generated, case.matrix, improved, case.plan)
+    pair = [labelled(mouth_crop(case, reference), "reference paste-back"),
+            labelled(mouth_crop(case, better), "feather 12 px + colour match (mean)")]
+    save_png(folder / "paste_reference_vs_feather.png", np.concatenate(pair, axis=1))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = write_sharpener(Path(tmp) / "sharpen_1x.pth", amount=1.5)
+        restorer = FaceRestorer.from_file(model_path, strength=1.0)
+    faces = torch.from_numpy(case.generated)[None]
+    restored = restorer(faces, load_mask(args.resolution))[0]
+    with_model = paste_face(case.frame, restored, case.matrix, improved, case.plan)
+    pair = [labelled(mouth_crop(case, better), "without restoration"),
+            labelled(mouth_crop(case, with_model), "with restoration (sharpening stand-in)")]
+    save_png(folder / "restore_without_vs_with.png", np.concatenate(pair, axis=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--shift-L", type=float, default=5.0)
+    parser.add_argument("--shift-a", type=float, default=8.0)
+    parser.add_argument("--shift-b", type=float, default=8.0)
+    parser.add_argument("--blur", type=float, default=1.2, help="Gaussian sigma in aligned-face pixels")
+    parser.add_argument("--images", type=Path, help="write README close-ups into this folder")
+    args = parser.parse_args()
+    case = Case(args)
+    print_table(table(case), args)
+    if args.images:
+        write_images(case, args.images, args)
+
+
+if __name__ == "__main__":
+    main()
