@@ -136,19 +136,21 @@ def print_table(rows: dict[str, dict[str, float]], args) -> None:
         print(f"ΔE border {name} / reference off = {rows[name]['de_border'] / ref:.2f}")
 
 
-def mouth_crop(case: Case, image: np.ndarray, scale: int = 2) -> np.ndarray:
-    """A close-up around the regenerated region, enlarged ``scale``× (nearest, to show pixels)."""
-    ys, xs = np.nonzero(case.region)
-    y0, x0 = case.plan.box[1] + ys.min() - 12, case.plan.box[0] + xs.min() - 12
-    y1, x1 = case.plan.box[1] + ys.max() + 12, case.plan.box[0] + xs.max() + 12
+def close_up(case: Case, image: np.ndarray, rows: tuple[float, float], cols: tuple[float, float],
+             scale: float) -> np.ndarray:
+    """The frame area under aligned-face rows/cols (shares of the crop) — e.g. the mouth — enlarged ``scale``×."""
+    inverse = cv2.invertAffineTransform(case.matrix.astype(np.float64))
+    width, height = case.plan.crop_wh
+    corners = np.array([[c * width, r * height, 1] for r in rows for c in cols]) @ inverse.T
+    (x0, y0), (x1, y1) = np.floor(corners.min(axis=0)).astype(int), np.ceil(corners.max(axis=0)).astype(int)
     crop = image[max(y0, 0):y1, max(x0, 0):x1]
     return cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
 
 
 def labelled(image: np.ndarray, text: str) -> np.ndarray:
     out = np.ascontiguousarray(image)
-    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(out, text, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
     return out
 
 
@@ -169,18 +171,20 @@ def write_images(case: Case, folder: Path, args) -> None:
     reference = paste_face(case.frame, case.generated, case.matrix, None, case.plan)
     improved = PasteOptions("feather", 12.0, "mean")
     better = paste_face(case.frame, case.generated, case.matrix, improved, case.plan)
-    pair = [labelled(mouth_crop(case, reference), "reference paste-back"),
-            labelled(mouth_crop(case, better), "feather 12 px + colour match (mean)")]
+    lower_face = ((0.32, 0.95), (0.05, 0.95), 2.0)
+    pair = [labelled(close_up(case, reference, *lower_face), "reference"),
+            labelled(close_up(case, better, *lower_face), "feather 12 px + colour match")]
     save_png(folder / "paste_reference_vs_feather.png", np.concatenate(pair, axis=1))
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = write_sharpener(Path(tmp) / "sharpen_1x.pth", amount=1.5)
+        model_path = write_sharpener(Path(tmp) / "sharpen_1x.pth", amount=args.sharpen)
         restorer = FaceRestorer.from_file(model_path, strength=1.0)
     faces = torch.from_numpy(case.generated)[None]
     restored = restorer(faces, load_mask(args.resolution))[0]
     with_model = paste_face(case.frame, restored, case.matrix, improved, case.plan)
-    pair = [labelled(mouth_crop(case, better), "without restoration"),
-            labelled(mouth_crop(case, with_model), "with restoration (sharpening stand-in)")]
+    mouth = ((0.5, 0.72), (0.25, 0.75), 3.0)
+    pair = [labelled(close_up(case, better, *mouth), "no restoration"),
+            labelled(close_up(case, with_model, *mouth), "restoration (stand-in)")]
     save_png(folder / "restore_without_vs_with.png", np.concatenate(pair, axis=1))
 
 
@@ -192,6 +196,7 @@ def main() -> None:
     parser.add_argument("--shift-b", type=float, default=8.0)
     parser.add_argument("--blur", type=float, default=1.2, help="Gaussian sigma in aligned-face pixels")
     parser.add_argument("--images", type=Path, help="write README close-ups into this folder")
+    parser.add_argument("--sharpen", type=float, default=3.0, help="amount of the stand-in restorer")
     args = parser.parse_args()
     case = Case(args)
     print_table(table(case), args)
