@@ -17,7 +17,7 @@ Figures (frame pixels, Lab with L in 0..100):
   frame's own value is printed as the floor.
 * ΔE region: ΔE76 between the mean Lab of the output and of the original over the whole region (colour fidelity).
 With --images DIR: mouth close-ups for the README (reference vs feather + colour match; with and without the
-sharpening stand-in restorer from tools/make_tiny_restorer.py), each < 150 KB.
+sharpening stand-in restorer from tools/make_tiny_restorer.py) and a --preview close-up, each < 150 KB.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class Case:
         if detection is None:
             raise SystemExit("the detector found no face in the sample frame")
         res = args.resolution
+        self.detection = detection
         self.face, self.matrix = FaceAligner(res).align(self.frame, detection.points)
         mask = load_mask(res)[:, :, None]
         self.decoded = vae_like(self.face, (args.shift_L, args.shift_a, args.shift_b), args.blur)
@@ -186,6 +187,12 @@ def write_images(case: Case, folder: Path, args) -> None:
     pair = [labelled(close_up(case, better, *mouth), "no restoration"),
             labelled(close_up(case, with_model, *mouth), "restoration (stand-in)")]
     save_png(folder / "restore_without_vs_with.png", np.concatenate(pair, axis=1))
+
+    from latentsync.preview import FaceReport, draw_preview
+
+    face = FaceReport.from_detection(case.detection, case.matrix, args.resolution, f"face 0 - {case.detection.score:.2f}")
+    preview = draw_preview(case.frame, [face], max_side=1280, title="frame 0")
+    save_png(folder / "preview_face.png", close_up(case, preview, (-0.3, 1.1), (-0.7, 1.7), 1.0))
 
 
 def main() -> None:
