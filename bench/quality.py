@@ -1,12 +1,14 @@
 """Paste-back quality on a synthetic "generated" face (prints a table, never asserts).
 
     python bench/quality.py [--resolution 512] [--shift-L 5 --shift-a 8 --shift-b 8] [--blur 1.2]
-                            [--images DIR]
+                            [--jaw 14] [--images DIR] [--sharpen 3]
 
 The frame is the astronaut sample (tools/make_sample.py) at 720p, the face found by the real detector. The
 "generated" face is the original aligned face with a VAE-like error: shifted in CIE Lab (ΔL, Δa, Δb), then
 Gaussian-blurred; it is composited with the original through the mouth mask exactly as the pipeline does
-(decoded · (1 − mask) + face · mask) and pasted back with every blend × colour match.
+(decoded · (1 − mask) + face · mask) and pasted back with every blend × colour match. A second case also
+drops the generated jaw by --jaw px (aligned-face pixels), so the content on the region's lower edge changes
+as in real output (ΔE region then includes that real change, not only colour).
 
 Figures (frame pixels, Lab with L in 0..100):
 * seam (mouth edge): mean |∇(out − original)| (Lab, both axes) on the pixels within 1 px of the regenerated
@@ -16,6 +18,7 @@ Figures (frame pixels, Lab with L in 0..100):
   just outside it (6 px each), on the cheek/nose rows of the aligned face (skin, both sides). The original
   frame's own value is printed as the floor.
 * ΔE region: ΔE76 between the mean Lab of the output and of the original over the whole region (colour fidelity).
+* ms/frame: paste_face wall time with a precomputed plan (best of 3; depends on the machine's load).
 With --images DIR: mouth close-ups for the README (reference vs feather + colour match; with and without the
 sharpening stand-in restorer from tools/make_tiny_restorer.py) and a --preview close-up, each < 150 KB.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -52,6 +56,15 @@ def vae_like(face: np.ndarray, shift: tuple[float, float, float], blur: float) -
     return cv2.GaussianBlur(rgb, (0, 0), blur) if blur > 0 else rgb
 
 
+def drop_jaw(image: np.ndarray, pixels: float) -> np.ndarray:
+    """The face's lower part moved down smoothly by up to ``pixels`` (a mouth opening wider than in the
+    original): content on the region's lower edge changes, as in real output."""
+    size = image.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy = np.clip((yy - 0.62 * size) / (0.2 * size), 0, 1) * pixels
+    return cv2.remap(image, xx, yy - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def to_model_face(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) / 255 * 2 - 1).transpose(2, 0, 1)
 
@@ -59,7 +72,7 @@ def to_model_face(image: np.ndarray) -> np.ndarray:
 class Case:
     """One frame, its face, the synthetic generated face and the measuring masks on the paste box."""
 
-    def __init__(self, args):
+    def __init__(self, args, jaw_px: float = 0.0):
         self.frame = make_frames(1)[0]
         with FaceDetector() as detector:
             detection = detector.detect(self.frame)
@@ -70,6 +83,8 @@ class Case:
         self.face, self.matrix = FaceAligner(res).align(self.frame, detection.points)
         mask = load_mask(res)[:, :, None]
         self.decoded = vae_like(self.face, (args.shift_L, args.shift_a, args.shift_b), args.blur)
+        if jaw_px:
+            self.decoded = drop_jaw(self.decoded, jaw_px)
         self.generated = to_model_face(self.decoded * (1 - mask) + self.face.astype(np.float32) * mask)
         self.plan = plan_restore(self.matrix, self.frame.shape[:2], res)
         self.rows, self.cols = self.plan.slices
@@ -119,19 +134,26 @@ def table(case: Case) -> dict[str, dict[str, float]]:
     rows = {"original frame": measure(case, case.frame)}
     for blend in ("reference", "feather", "poisson"):
         for color in ("off", "mean", "mean_std"):
-            out = paste_face(case.frame, case.generated, case.matrix, PasteOptions(blend, 12.0, color), case.plan)
-            rows[f"{blend} / {color}"] = measure(case, out)
+            options = PasteOptions(blend, 12.0, color)
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                out = paste_face(case.frame, case.generated, case.matrix, options, case.plan)
+                times.append(time.perf_counter() - start)
+            rows[f"{blend} / {color}"] = {**measure(case, out), "ms": 1000 * min(times)}
     return rows
 
 
-def print_table(rows: dict[str, dict[str, float]], args) -> None:
-    print(f"synthetic VAE error: ΔL {args.shift_L:+g}, Δa {args.shift_a:+g}, Δb {args.shift_b:+g}, "
-          f"blur σ {args.blur:g} px at {args.resolution} px; feather_px 12")
-    print(f"| {'blend / colour match':<22} | seam mouth edge | seam crop edge | ΔE border | ΔE region |")
-    print(f"|{'-' * 24}|----------------:|---------------:|----------:|----------:|")
+def print_table(rows: dict[str, dict[str, float]], args, jaw_px: float) -> None:
+    print(f"\nsynthetic VAE error: ΔL {args.shift_L:+g}, Δa {args.shift_a:+g}, Δb {args.shift_b:+g}, "
+          f"blur σ {args.blur:g} px at {args.resolution} px" + (f", jaw dropped {jaw_px:g} px" if jaw_px else "")
+          + "; feather_px 12")
+    print(f"| {'blend / colour match':<22} | seam mouth edge | seam crop edge | ΔE border | ΔE region | ms/frame |")
+    print(f"|{'-' * 24}|----------------:|---------------:|----------:|----------:|---------:|")
     for name, m in rows.items():
+        ms = f"{m['ms']:8.1f}" if "ms" in m else " " * 8
         print(f"| {name:<22} | {m['seam_mouth']:15.2f} | {m['seam_crop']:14.2f} | {m['de_border']:9.2f} "
-              f"| {m['de_region']:9.2f} |")
+              f"| {m['de_region']:9.2f} | {ms} |")
     ref = rows["reference / off"]["de_border"]
     for name in ("reference / mean", "reference / mean_std", "feather / mean", "feather / mean_std"):
         print(f"ΔE border {name} / reference off = {rows[name]['de_border'] / ref:.2f}")
@@ -190,7 +212,8 @@ def write_images(case: Case, folder: Path, args) -> None:
 
     from latentsync.preview import FaceReport, draw_preview
 
-    face = FaceReport.from_detection(case.detection, case.matrix, args.resolution, f"face 0 - {case.detection.score:.2f}")
+    label = f"face 0 - {case.detection.score:.2f}"
+    face = FaceReport.from_detection(case.detection, case.matrix, args.resolution, label)
     preview = draw_preview(case.frame, [face], max_side=1280, title="frame 0")
     save_png(folder / "preview_face.png", close_up(case, preview, (-0.3, 1.1), (-0.7, 1.7), 1.0))
 
@@ -202,11 +225,14 @@ def main() -> None:
     parser.add_argument("--shift-a", type=float, default=8.0)
     parser.add_argument("--shift-b", type=float, default=8.0)
     parser.add_argument("--blur", type=float, default=1.2, help="Gaussian sigma in aligned-face pixels")
+    parser.add_argument("--jaw", type=float, default=14.0, help="second case: jaw dropped by this many px (0: none)")
     parser.add_argument("--images", type=Path, help="write README close-ups into this folder")
     parser.add_argument("--sharpen", type=float, default=3.0, help="amount of the stand-in restorer")
     args = parser.parse_args()
     case = Case(args)
-    print_table(table(case), args)
+    print_table(table(case), args, 0.0)
+    if args.jaw:
+        print_table(table(Case(args, args.jaw)), args, args.jaw)
     if args.images:
         write_images(case, args.images, args)
 

@@ -162,3 +162,22 @@ def test_option_validation_messages():
     with pytest.raises(InputError, match="expected an HxWx3 uint8 RGB frame"):
         paste_face(np.zeros((240, 320, 3), np.float32), np.zeros((3, 256, 256), np.float32), matrix,
                    PasteOptions("feather"))
+
+
+@pytest.mark.parametrize("mode", ["mean", "mean_std"])
+def test_colour_statistics_ignore_changed_content_on_the_band(mode):
+    from latentsync.face.blend import match_colors
+
+    rng = np.random.default_rng(5)
+    original = np.clip(rng.normal((180, 130, 110), 6, (80, 80, 3)), 0, 255).astype(np.uint8)
+    lab = cv2.cvtColor(original.astype(np.float32) / 255, cv2.COLOR_RGB2Lab) + np.float32([0, 8, 8])
+    generated = np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0, 1) * 255
+    weight = np.zeros((80, 80), np.float32)
+    weight[10:70, 10:70] = 1
+    generated[10:70, 10:16] = 20  # a dark jaw line that moved: 18 % of the band
+    matched = match_colors(generated.transpose(2, 0, 1).copy(), original, weight, mode, band_px=10)
+    centre = (slice(30, 50), slice(30, 50))
+    got = cv2.cvtColor(matched.transpose(1, 2, 0)[centre].astype(np.float32) / 255, cv2.COLOR_RGB2Lab).mean((0, 1))
+    want = cv2.cvtColor(original[centre].astype(np.float32) / 255, cv2.COLOR_RGB2Lab).mean((0, 1))
+    assert np.linalg.norm(got - want) < 1.5
+    assert np.array_equal(matched[:, weight == 0], generated.transpose(2, 0, 1)[:, weight == 0])

@@ -146,3 +146,12 @@ def test_parameter_validation(model_dir, faces):
         FaceRestorer(descriptor)(faces[0], keep_mask())
     with pytest.raises(InputError, match=r"the mask is 32x32 but the faces are 64x64"):
         FaceRestorer(descriptor)(faces, np.ones((32, 32), np.float32))
+
+
+def test_half_precision_overflow_falls_back_to_fp32(faces, caplog):
+    descriptor = spandrel.ModelLoader().load_from_state_dict(compact_state_dict(scale=1, seed=2, std=30.0))
+    restorer = FaceRestorer(descriptor, 1.0, dtype="fp16")
+    with caplog.at_level("WARNING", logger="latentsync.face.enhance"):
+        out = restorer(faces, keep_mask())
+    assert "non-finite values in torch.float16; running it in fp32" in caplog.text
+    assert restorer.dtype == "fp32" and bool(torch.isfinite(out).all())

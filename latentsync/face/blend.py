@@ -19,7 +19,9 @@ colour/brightness shift makes both stand out.
 Colour match (applied to the regenerated pixels before blending; weight = the generated share 1 − mask):
 outside the region the face equals the original, so generated and original skin can only be compared inside it.
 Statistics are taken on a band along the inside of the region's edge (cheek, jaw and philtrum skin; the mouth
-lies deeper), the generated face against the original frame at the same pixels, in CIE Lab:
+lies deeper), the generated face against the original frame at the same pixels, in CIE Lab, leaving out the
+pixels whose generated-vs-original difference is far off the median difference (content that changed, e.g. a
+moved jaw line):
 ``mean`` shifts the Lab mean (a brightness/colour offset, the VAE's typical error); ``mean_std`` also scales
 each channel by the standard-deviation ratio (Reinhard transfer; ratio clamped to 0.5..2).
 """
@@ -44,6 +46,8 @@ GROW_PX = 2.0  # the pasted region reaches this far (frame pixels) beyond the re
 BAND_SHARE = 0.03  # colour-statistics band width, as a share of the crop's size in the frame
 MIN_BAND_PIXELS = 16
 STD_RATIO_LIMITS = (0.5, 2.0)
+OUTLIER_FACTOR, OUTLIER_FLOOR = 3.0, 2.0  # band pixels whose difference is off the median one by more than
+# 3 × the median such distance + 2 Lab units are left out of the statistics
 POISSON_PAD = 4
 POISSON_INSET_PX = 2.0  # the cloned core starts this far inside the region's half-generated edge
 
@@ -178,6 +182,12 @@ def match_colors(generated: np.ndarray, original: np.ndarray, weight: np.ndarray
     gen_hwc = generated.transpose(1, 2, 0)
     gen_lab = _to_lab(gen_hwc)
     src, ref = gen_lab[band].astype(np.float64), _to_lab(original[band][None])[0].astype(np.float64)
+    # where the content changed (the jaw moved, the lips reach the edge) generated and original differ by far
+    # more than the colour shift: leave out the band pixels whose difference is far off the median difference
+    difference = ref - src
+    spread = np.linalg.norm(difference - np.median(difference, axis=0), axis=1)
+    kept = spread <= OUTLIER_FACTOR * np.median(spread) + OUTLIER_FLOOR
+    src, ref = src[kept], ref[kept]
     shift = ref.mean(axis=0) - src.mean(axis=0)
     if mode == "mean_std":
         src_std, ref_std = src.std(axis=0), ref.std(axis=0)
