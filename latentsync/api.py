@@ -104,7 +104,7 @@ def lipsync_frames(frames, fps: float, audio, settings: LipSyncSettings | None =
         return LipSyncResult(out, job.fps, job.output_audio(), np.asarray(has_face, bool),
                              np.stack(previews) if previews else None, _report(has_face))
 
-    return _run(models, work, host, settings, plan)
+    return run_with_models(models, work, host, settings, plan)
 
 
 def lipsync_file(video: str | Path, audio, output: str | Path, settings: LipSyncSettings | None = None, *,
@@ -141,10 +141,13 @@ def lipsync_file(video: str | Path, audio, output: str | Path, settings: LipSync
         return FileResult(output, out.n_written, job.fps, info.width, info.height, np.asarray(has_face, bool),
                           _report(has_face))
 
-    return _run(models, work, host, settings, plan)
+    return run_with_models(models, work, host, settings, plan)
 
 
-def _run(models, work: Callable, host: Host | None, settings: LipSyncSettings, plan: MemoryPlan | None):
+def run_with_models(models, work: Callable, host: Host | None, settings: LipSyncSettings,
+                    plan: MemoryPlan | None = None):
+    """``work(loaded models, memory plan)`` with loaded models as they are, or as a memory-managed job of a
+    ModelHandle (default: the settings' version)."""
     if models is not None and not isinstance(models, ModelHandle):  # networks already loaded: run as they are
         plan = plan or plan_for(0, 0, models.device.type).with_overrides(settings.window_batch, settings.vae_slice)
         return work(models, plan)

@@ -86,13 +86,7 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
         raise InputError("A segment (start > 0) needs the faces of the frames before it (faces=GivenFaces(...)).")
     clips = [parse_audio(s.audio) for s in speakers]
     monos = [to_mono_16k(c.samples, c.sample_rate) for c in clips]
-    if settings.reference:  # the reference's frame count, from the (single) track at 16 kHz
-        n_out = tl.reference_frame_count(max(len(m) for m in monos), fps)
-    elif settings.length_mode == "video" and n_frames is None:
-        n_out = None
-    else:
-        longest = max(c.duration for c in clips)
-        n_out = tl.output_frame_count(longest, fps, n_frames, settings.length_mode)
+    n_out = output_length(clips, fps, settings, n_frames)
     if n_out is not None and start >= n_out:
         raise InputError(f"The segment starts at frame {start}, but the output has {n_out} frames.")
 
@@ -116,11 +110,21 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
         raise InputError("A segment (start > 0) needs the source's frame count.")
     if plan is None:
         plan = plan_for(0, 0, models.device.type).with_overrides(settings.window_batch, settings.vae_slice)
-    return LipSyncJob(settings, plan, fps, n_out, tracks, _mix([t.clip for t in tracks]), loop, source_order,
+    return LipSyncJob(settings, plan, fps, n_out, tracks, mix_tracks([t.clip for t in tracks]), loop, source_order,
                       start, faces, restorer)
 
 
-def _mix(clips: list[AudioClip]) -> AudioClip:
+def output_length(clips: list[AudioClip], fps: float, settings: LipSyncSettings, n_frames: int | None) -> int | None:
+    """Output frames (timeline rules; the longest track decides in audio mode); None in video mode when the
+    source's length is unknown."""
+    if settings.reference:  # the reference's frame count, from the track at 16 kHz
+        return tl.reference_frame_count(max(len(to_mono_16k(c.samples, c.sample_rate)) for c in clips), fps)
+    if settings.length_mode == "video" and n_frames is None:
+        return None
+    return tl.output_frame_count(max(c.duration for c in clips), fps, n_frames, settings.length_mode)
+
+
+def mix_tracks(clips: list[AudioClip]) -> AudioClip:
     """One track: itself. Several (dialogue): summed at the highest sample rate with the most channels (mono
     tracks spread to every channel), clipped to [-1, 1]."""
     if len(clips) == 1:
