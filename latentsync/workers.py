@@ -95,5 +95,5 @@ class BackgroundStage(Iterator[T]):
         self._stop.set()
 
 
-def in_background(items: Iterable[T], name: str, depth: int = 2) -> Iterator[T]:
+def in_background(items: Iterable[T], name: str, depth: int = 1) -> Iterator[T]:
     return BackgroundStage(items, name, depth)
