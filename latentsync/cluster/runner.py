@@ -85,8 +85,11 @@ def run_batch(jobs: list[Job], options: ClusterOptions = ClusterOptions(), *, re
         with ray_session(options.address, local_cpus=options.local_cpus,
                          timeout_s=options.connect_timeout_s) as resources:
             workers = _start_workers(options, resources, len(units), {j.settings.version for j in todo}, job)
-            with BatchProgress(len(units), disable=not show_progress) as bar:
-                report.results = _dispatch(workers, units, options.retries, bar, on_status)
+            try:
+                with BatchProgress(len(units), disable=not show_progress) as bar:
+                    report.results = _dispatch(workers, units, options.retries, bar, on_status)
+            finally:
+                _stop_workers(workers)
     report.wall_s = time.monotonic() - start
     return report
 
@@ -119,10 +122,25 @@ def _start_workers(options: ClusterOptions, resources: dict, n_units: int, versi
                for _ in range(count)]
     log.info("%d worker%s (%s each)", count, "s" if count > 1 else "",
              f"{gpus:g} GPU" if gpus else f"{options.cpus_per_worker:g} CPU")
-    for state in ray.get([w.ready.remote(tuple(sorted(versions))) for w in workers]):
-        if state["error"]:
-            raise ClusterError(f"Worker {state['worker']} cannot run jobs: {state['error']}")
+    try:
+        states = ray.get([w.ready.remote(tuple(sorted(versions))) for w in workers])
+        errors = [f"Worker {s['worker']} cannot run jobs: {s['error']}" for s in states if s["error"]]
+        if errors:
+            raise ClusterError(errors[0])
+    except (ray.exceptions.RayError, ClusterError) as e:
+        _stop_workers(workers)
+        if isinstance(e, ClusterError):
+            raise
+        raise ClusterError(f"The workers could not start: {e}") from None
     return workers
+
+
+def _stop_workers(workers: list) -> None:
+    """End the worker processes now (not when their handles are garbage-collected)."""
+    import ray
+
+    for worker in workers:
+        ray.kill(worker, no_restart=True)
 
 
 def _dispatch(workers: list, units: list[WorkUnit], retries: int, bar: BatchProgress, on_status) -> list:
