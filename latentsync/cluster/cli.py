@@ -68,9 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """``python -m latentsync batch ARGS``: ``argv`` are the arguments after ``batch``."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    return execute(args)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run a batch from arguments parsed by a parser that ``add_arguments`` set up; returns the exit code."""
     try:
         return run(args)
     except LatentSyncError as e:

@@ -25,6 +25,8 @@ OBJECT_STORE_BYTES = 128 * 1024 ** 2  # local Ray: job descriptions and results 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # length 0, type SETTINGS, no flags, stream 0
 HTTP2_SETTINGS_TYPE = 0x04
+AUTH_HINT = ("If the cluster uses token authentication (Ray turns it on when ~/.ray/auth_token exists on the head), "
+             "run the batch with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN.")
 
 
 class ClusterError(LatentSyncError):
@@ -97,8 +99,9 @@ def ray_session(address: str | None = None, *, local_cpus: int | None = None, ti
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise ClusterError(f"Cannot start or join {where}: {e}") from None
+        if not address:
+            raise ClusterError(f"Cannot start a local Ray: {e}") from None
+        raise ClusterError(f"Cannot join the Ray cluster at {address}: {e}. {AUTH_HINT}") from None
     try:
         yield ray.cluster_resources()
     finally:
