@@ -120,9 +120,10 @@ def _to_rgb(frame) -> np.ndarray:
     return upright(rgb, int(getattr(frame, "rotation", 0) or 0))
 
 
-def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
-    """Yield the video's frames as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the last chunk is shorter),
-    turned upright when the file carries a display rotation (so faces are upright and the output needs no tag)."""
+def iter_frames(path, chunk: int = 16, start: int = 0) -> Iterator[np.ndarray]:
+    """Yield the video's frames from frame ``start`` on as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the
+    last chunk is shorter), turned upright when the file carries a display rotation (so faces are upright and the
+    output needs no tag). A ``start`` > 0 seeks to the key frame before it and decodes forward from there."""
     import av
 
     if chunk < 1:
@@ -131,9 +132,15 @@ def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
     try:
         v = _video_stream(c, path)
         v.thread_type = "AUTO"
+        index = _seek(c, v, start) if start > 0 else 0
         buf = []
         try:
             for frame in c.decode(v):
+                if index is None:  # after a seek: the frame's number from its timestamp
+                    index = _frame_index(frame, v)
+                index += 1
+                if index <= start:
+                    continue
                 buf.append(_to_rgb(frame))
                 if len(buf) == chunk:
                     yield np.stack(buf)
@@ -144,6 +151,25 @@ def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
             yield np.stack(buf)
     finally:
         c.close()
+
+
+def _seek(container, stream, start: int) -> int | None:
+    """Seek to the key frame at or before frame ``start``; None = the next frame's number comes from its pts
+    (0 when the stream has no timestamps to seek by: decode from the beginning)."""
+    rate = _rate(stream)
+    if stream.time_base is None or not rate:
+        return 0
+    offset = stream.start_time or 0
+    target = offset + int(Fraction(start) / rate / stream.time_base)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    return None
+
+
+def _frame_index(frame, stream) -> int:
+    if frame.pts is None:
+        raise InputError("Cannot seek in this video (frames without timestamps).")
+    seconds = (frame.pts - (stream.start_time or 0)) * stream.time_base
+    return int(round(seconds * _rate(stream)))
 
 
 def read_audio(path) -> tuple[np.ndarray, int] | None:

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tools.make_sample import make_frames, make_speech
 
-from tools.make_sample import make_frames, make_speech  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 W, H = 640, 360
 
@@ -41,15 +38,37 @@ def small_model_dir(tiny_dir: Path, dest: Path | None = None, resolution: int = 
     return dest
 
 
+class TinyRunner:
+    """Loaded tiny models and a call that lip-syncs arrays with them: ``runner(frames, fps, audio, settings, ...)``
+    is ``latentsync.api.lipsync_frames(..., models=runner.models)``; ``runner.pipeline`` is the pipeline itself."""
+
+    def __init__(self, models):
+        from latentsync.pipeline import LipSyncPipeline
+
+        self.models = models
+        self.pipeline = LipSyncPipeline(models)
+
+    def __call__(self, frames, fps, audio, settings=None, **options):
+        from latentsync.api import lipsync_frames
+
+        return lipsync_frames(frames, fps, audio, settings, models=self.models, **options)
+
+
 @lru_cache(maxsize=2)
-def pipeline_for(model_dir: str):
+def pipeline_for(model_dir: str) -> TinyRunner:
     import torch
 
     from latentsync.checkpoints import find_models
     from latentsync.models import load_models
-    from latentsync.pipeline import LipSyncPipeline
 
-    return LipSyncPipeline(load_models(find_models("1.6", model_dir), "cpu", torch.float32))
+    return TinyRunner(load_models(find_models("1.6", model_dir), "cpu", torch.float32))
+
+
+def low_tier_plan():
+    """The lowest GPU tier's plan (serial CFG halves), usable with CPU models."""
+    from latentsync.runtime import GIB, plan_for
+
+    return plan_for(6 * GIB, 6 * GIB, "cuda")
 
 
 @lru_cache(maxsize=16)
