@@ -29,7 +29,7 @@ TWO_WORKERS = ClusterOptions(workers=2)
 def local_ray():
     """One local Ray for the module: 2 CPUs, no dashboard, a small object store; shut down afterwards."""
     ray.cloudpickle.register_pickle_by_value(cluster_support)  # workers cannot import test modules
-    context = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 ** 2,
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 ** 2,
                        configure_logging=False, log_to_driver=False)
     yield context
     ray.shutdown()

@@ -24,7 +24,7 @@ BATCH = "import sys; from latentsync.cluster.cli import main; sys.exit(main(sys.
 @pytest.fixture(scope="module")
 def ray_head():
     """A local Ray head (2 CPUs, no dashboard); yields the address a batch joins."""
-    context = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 ** 2,
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 1024 ** 2,
                        configure_logging=False, log_to_driver=False)
     yield context.address_info["gcs_address"]
     ray.shutdown()

@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the valid jobs even when some lines have problems (default: run nothing)")
     p.add_argument("--report", default=None, help="write one JSON line per job (status, message, frames, time)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details, and show the workers' logs")
     defaults = p.add_argument_group("default settings of every job (a job's own keys override them)")
     defaults.add_argument("--version", default=None, choices=VERSIONS, help="LatentSync model version (1.6)")
     defaults.add_argument("--steps", type=int, default=None, help="DDIM steps (20)")
@@ -103,7 +103,8 @@ def run(args) -> int:
         return EXIT_FAILED_JOBS if problems else 0
     options = ClusterOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                              cpus_per_worker=args.cpus_per_worker, device=args.device, dtype=args.dtype,
-                             models_dir=args.models_dir, download=args.download, retries=args.retries)
+                             models_dir=args.models_dir, download=args.download, retries=args.retries,
+                             worker_logs=args.verbose)
     report = run_batch(jobs, options, resume=not args.force, show_progress=not args.no_progress)
     if args.report:
         write_report(args.report, jobs, problems, report)

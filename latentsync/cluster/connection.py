@@ -78,10 +78,11 @@ def _read_exactly(conn: socket.socket, n: int) -> bytes:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, local_cpus: int | None = None, timeout_s: float = 5.0
-                ) -> Iterator[dict]:
+def ray_session(address: str | None = None, *, local_cpus: int | None = None, timeout_s: float = 5.0,
+                worker_logs: bool = False) -> Iterator[dict]:
     """Ray for the duration of the ``with`` block; yields the cluster's total resources (``{"CPU": 8, "GPU": 2,
-    ...}``). Shuts Ray down afterwards unless it was already initialised by the caller."""
+    ...}``). Shuts Ray down afterwards unless it was already initialised by the caller. ``worker_logs``: show
+    the workers' output here (else it stays in Ray's log files; job errors come back in the results anyway)."""
     try:
         import ray
     except ImportError:
@@ -93,9 +94,10 @@ def ray_session(address: str | None = None, *, local_cpus: int | None = None, ti
         return
     if address and address != "auto":
         check_reachable(address, timeout_s)
-    kwargs = dict(address=address, configure_logging=False) if address else dict(
-        num_cpus=local_cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
-        configure_logging=False)
+    kwargs = dict(address=address) if address else dict(
+        address="local", num_cpus=local_cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES)
+    # "local": a new Ray even when RAY_ADDRESS or an earlier `ray start` points elsewhere
+    kwargs.update(configure_logging=False, log_to_driver=worker_logs)
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:

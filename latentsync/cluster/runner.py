@@ -40,6 +40,7 @@ class ClusterOptions:
     download: bool = False  # workers download missing weights
     retries: int = 3  # runs of a job again after its worker died
     local_cpus: int | None = None  # local Ray only: CPUs it may use (None: all)
+    worker_logs: bool = False  # show the workers' log output here (else only in Ray's log files)
     connect_timeout_s: float = 5.0
 
 
@@ -48,6 +49,7 @@ class BatchReport:
     results: list[UnitResult] = field(default_factory=list)
     skipped: list[Job] = field(default_factory=list)  # outputs already finished
     wall_s: float = 0.0
+    startup_s: float = 0.0  # of wall_s: starting Ray and the workers, loading the models
 
     @property
     def failed(self) -> list[UnitResult]:
@@ -57,7 +59,7 @@ class BatchReport:
         done = sum(r.status == DONE for r in self.results)
         frames = sum(r.frames for r in self.results)
         lines = [f"{done} done, {len(self.skipped)} skipped (already finished), {len(self.failed)} failed; "
-                 f"{frames} frames in {self.wall_s:.1f} s"]
+                 f"{frames} frames in {self.wall_s:.1f} s ({self.startup_s:.1f} s to start the workers)"]
         lines += [f"line {r.line}: {r.status}: {r.message}" for r in sorted(self.failed, key=lambda r: r.line)]
         return "\n".join(lines)
 
@@ -82,9 +84,10 @@ def run_batch(jobs: list[Job], options: ClusterOptions = ClusterOptions(), *, re
     report = BatchReport(skipped=skipped)
     if todo:
         units = [WorkUnit(j) for j in todo]
-        with ray_session(options.address, local_cpus=options.local_cpus,
-                         timeout_s=options.connect_timeout_s) as resources:
+        with ray_session(options.address, local_cpus=options.local_cpus, timeout_s=options.connect_timeout_s,
+                         worker_logs=options.worker_logs) as resources:
             workers = _start_workers(options, resources, len(units), {j.settings.version for j in todo}, job)
+            report.startup_s = time.monotonic() - start
             try:
                 with BatchProgress(len(units), disable=not show_progress) as bar:
                     report.results = _dispatch(workers, units, options.retries, bar, on_status)
@@ -156,7 +159,9 @@ def _dispatch(workers: list, units: list[WorkUnit], retries: int, bar: BatchProg
             while idle and pending:
                 index, unit = idle.pop(), pending.popleft()
                 running[workers[index].run.remote(unit)] = (index, unit)
-            finished, _ = ray.wait(list(running), num_returns=len(running), timeout=POLL_S)
+            finished, rest = ray.wait(list(running), num_returns=1, timeout=POLL_S)  # the first that ends
+            if finished and rest:
+                finished += ray.wait(rest, num_returns=len(rest), timeout=0)[0]  # and any others already done
             for ref in finished:
                 index, unit = running.pop(ref)
                 result = _result(ref, unit, retries)

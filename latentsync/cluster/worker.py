@@ -71,15 +71,17 @@ class LipSyncWorker:
         return self._handles[version]
 
     def ready(self, versions: tuple[str, ...]) -> dict:
-        """Check that this worker can run jobs of ``versions`` (the weights are found); {"worker", "pid",
-        "error"} with error None when ready, else a message for a person."""
-        from ..checkpoints import find_models
+        """Load the models of ``versions`` now (found, or fetched when ``download``), so missing or broken weights
+        stop the batch before any job and every job finds them loaded; a stand-in ``job`` loads nothing.
+        Returns {"worker", "pid", "error"}: error None when ready, else a message for a person."""
+        from ..runtime import Host
 
         try:
             for version in versions:
-                self.models(version)
-                if self.job is default_job and not self.download:
-                    find_models(version, models_dir=self.models_dir)
+                handle = self.models(version)
+                if self.job is default_job:
+                    with handle.lock:
+                        handle.acquire(Host())
             error = None
         except LatentSyncError as e:
             error = str(e)
