@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r re
 
 import cluster_support  # noqa: E402
 from cluster_support import FAKE_FRAMES, fake_lipsync, write_jsonl, write_tiny_video  # noqa: E402
+from latentsync.cluster.connection import ClusterError  # noqa: E402
 from latentsync.cluster.manifest import read_manifest  # noqa: E402
 from latentsync.cluster.outputs import is_finished  # noqa: E402
 from latentsync.cluster.runner import ClusterOptions, run_batch  # noqa: E402
@@ -101,3 +102,13 @@ def test_a_worker_killed_mid_job_is_restarted_and_the_batch_completes(local_ray,
     assert not rerun.worker.endswith(f":{killed[0]['pid']}")  # finished by a restarted worker
     assert all(is_finished(j.output) for j in jobs)
     assert sorted(p.name for p in jobs[0].output.parent.iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_missing_weights_stop_the_batch_before_any_job(local_ray, manifest, tmp_path):
+    jobs = read_manifest(manifest)
+    with pytest.raises(ClusterError) as err:  # the real job: workers load the models when they start
+        run_batch(jobs, ClusterOptions(workers=1, models_dir=str(tmp_path / "no-weights")), show_progress=False)
+    message = str(err.value)
+    assert message.startswith("Worker ") and "cannot run jobs: LatentSync 1.6 weights are missing" in message
+    assert str(tmp_path / "no-weights") in message and "python -m latentsync download" in message
+    assert not any(j.output.exists() for j in jobs)
