@@ -16,6 +16,7 @@ from .errors import InputError
 from .inputs import parse_audio
 from .runtime import MemoryPlan, plan_for
 from .settings import LipSyncSettings
+from .silence import silence_weights
 from .speakers import FaceFinder, SpeakerTrack, as_speakers
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ class LipSyncJob:
     loop: str = "smooth"  # how a short video is extended (timeline.source_indices)
     source_order: np.ndarray | None = None  # source frame of each output frame, when the source length is known
     start: int = 0  # first output frame to produce (a segment)
-    faces: FaceFinder | None = None  # None: the face detector with the settings' face choice
-    paste: Callable | None = None  # paste-back (frame, face, matrix) -> frame; None: the reference's
-    restorer: Callable | None = None  # generated faces (N, 3, R, R) -> restored faces, on the device
+    faces: FaceFinder | None = None  # None: the face detector with the settings' face choice and controls
+    restorer: Callable | None = None  # (generated faces (N, 3, R, R), mouth mask) -> restored faces, on the device
+
+    def __post_init__(self):
+        self.paste_options = self.settings.paste_options()
 
     @property
     def keep_detections(self) -> bool:
@@ -61,13 +64,15 @@ class LipSyncJob:
 
 def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int | None = None,
                 plan: MemoryPlan | None = None, faces: FaceFinder | None = None, start: int = 0,
-                paste: Callable | None = None, restorer: Callable | None = None) -> LipSyncJob:
+                restorer: Callable | None = None) -> LipSyncJob:
     """1. check the inputs, 2. compute the audio features, 3. make the timeline.
 
     ``audio``: one audio in any accepted form, or a list of ``Speaker``. ``n_frames``: the source's frame count
     when known. ``plan``: the memory plan (default: the one for the models' device, with the settings'
-    overrides). ``faces``: faces known in advance (``GivenFaces``). ``start``: produce output frames from here
-    on (needs ``faces``)."""
+    overrides). ``faces``: faces known in advance (``GivenFaces``; needed for several speakers). ``start``:
+    produce output frames from here on (needs ``faces``). ``restorer``: e.g. latentsync.face.enhance.FaceRestorer.
+    Speaker k's seed is ``settings.seed + k``; with several speakers each keeps its original face where its own
+    track is silent."""
     if str(settings.version) != str(models.version):
         log.warning("settings ask for LatentSync %s but the loaded models are %s; using the models",
                     settings.version, models.version)
@@ -75,6 +80,8 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
     speakers = as_speakers(audio)
     if faces is not None and faces.n_speakers != len(speakers):
         raise InputError(f"The faces given are for {faces.n_speakers} speakers, but there are {len(speakers)}.")
+    if len(speakers) > 1 and faces is None:
+        raise InputError("Several speakers need their faces found first (faces=GivenFaces(...), see api.find_faces).")
     if start and faces is None:
         raise InputError("A segment (start > 0) needs the faces of the frames before it (faces=GivenFaces(...)).")
     clips = [parse_audio(s.audio) for s in speakers]
@@ -97,8 +104,11 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
         with torch.inference_mode():  # 2. audio features
             features = audio_features(models.audio_encoder, mono,
                                       mode="reference" if settings.reference else "stitched")
+        weights = None
+        if n_out is not None and (settings.silence == "keep" or len(speakers) > 1):
+            weights = silence_weights(mono, fps, n_out, settings.silence_db)  # a dialogue's listeners stay still
         tracks.append(SpeakerTrack(speaker.face or settings.face, clip, features, fps, settings.seed + k,
-                                   reference=settings.reference))
+                                   reference=settings.reference, weights=weights))
 
     loop = "reference" if settings.reference else "smooth"
     source_order = tl.source_indices(n_out, n_frames, loop) if n_out is not None and n_frames else None
@@ -107,7 +117,7 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
     if plan is None:
         plan = plan_for(0, 0, models.device.type).with_overrides(settings.window_batch, settings.vae_slice)
     return LipSyncJob(settings, plan, fps, n_out, tracks, _mix([t.clip for t in tracks]), loop, source_order,
-                      start, faces, paste, restorer)
+                      start, faces, restorer)
 
 
 def _mix(clips: list[AudioClip]) -> AudioClip:
