@@ -85,6 +85,7 @@ def test_a_failing_job_is_reported_with_its_line_while_the_others_finish(local_r
     assert report.summary().splitlines()[1] == f"line 2: failed: Video file not found: {tmp_path / 'other.mp4'}"
 
 
+@pytest.mark.slow  # 14-22 s on two shared cores: three 3-second jobs plus a worker restart
 def test_a_worker_killed_mid_job_is_restarted_and_the_batch_completes(local_ray, manifest):
     jobs = [dataclasses.replace(j, settings=LipSyncSettings(steps=20)) for j in read_manifest(manifest)]  # 3 s
     killed = []
