@@ -65,7 +65,14 @@ class LipSyncPipeline:
         """Yield the lip-synced frames as uint8 chunks (n, H, W, 3), in order. ``on_frame`` sees every finished
         frame (its detections, matrices and pixels) — for previews and reports."""
         settings = job.settings
-        stage = in_background if settings.pipelined else (lambda items, name: items)
+        stages: list = []  # the background stages, closed in the end whatever happens
+
+        def stage(items, name):
+            if not settings.pipelined:
+                return items
+            stages.append(in_background(items, name))
+            return stages[-1]
+
         # 1. check inputs: the source checks its frames where they enter; 2-3. audio features, timeline: the job
         frames = tl.played_frames(source, job.n_out, loop=job.loop, start=job.start,
                                   cache_bytes=settings.cache_mb << 20)
@@ -78,10 +85,11 @@ class LipSyncPipeline:
         # 7. finished frames, in display order
         try:
             yield from chunks
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        finally:  # stop every stage first (none waits for another's next item), then wait for them
+            for background in stages:
+                background.stop()
+            for background in reversed(stages):
+                background.close()
 
     # ------------------------------------------------------------------------------------------ 4. faces
     def _find_faces(self, frames: Iterable, job: LipSyncJob, cancel: Cancel | None) -> Iterator[Batch]:
