@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
 
 def make_jobs(folder: Path, n_jobs: int, seconds: float, steps: int) -> Path:
     from tools.make_sample import write_sample
@@ -73,8 +67,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.models_dir is None:
-            from pipeline_support import small_model_dir
-            from tools.make_tiny_models import make_tiny_models
+            from tools.make_tiny_models import make_tiny_models, small_model_dir
 
             args.models_dir = str(small_model_dir(make_tiny_models(tmp / "tiny"), resolution=args.resolution))
         manifest = make_jobs(tmp / "jobs", args.jobs, args.seconds, args.steps)

@@ -14,8 +14,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-cluster.txt)")
 
 from latentsync.video import probe, read_audio  # noqa: E402
-from pipeline_support import ROOT, small_model_dir  # noqa: E402
+from pipeline_support import ROOT  # noqa: E402
 from tools.make_sample import make_speech, write_sample, write_wav  # noqa: E402
+from tools.make_tiny_models import small_model_dir  # noqa: E402
 
 pytestmark = pytest.mark.slow
 BATCH = "import sys; from latentsync.cluster.cli import main; sys.exit(main(sys.argv[1:]))"
