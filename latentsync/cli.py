@@ -9,6 +9,7 @@
         [--speaker FACE=AUDIO ...]                                           (dialogue: one per speaker)
     python -m latentsync download [--version 1.6] [--models-dir DIR]
     python -m latentsync status [--version 1.6] [--models-dir DIR]     (exit code 2 when weights are missing)
+    python -m latentsync batch MANIFEST [--workers N] [--ray-address ADDR] [--segment-frames N] ...  (Ray)
 
 The job runs through ``latentsync.api.lipsync_file`` under the same memory policy as the ComfyUI nodes (VRAM
 tier → window batch / VAE slice / memory fraction, printed at the start; ``--window-batch`` / ``--vae-slice``
@@ -158,6 +159,10 @@ def run(args) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "batch":  # a manifest of jobs on Ray (optional extra: requirements-cluster.txt)
+        from .cluster.cli import main as batch_main
+
+        return batch_main(argv[1:])
     sub = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = (_sub_parser(sub) if sub else build_parser()).parse_args(argv[1:] if sub else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -122,6 +122,18 @@ def run_segment(video: str | Path, audio, part: str | Path, settings: LipSyncSet
     return run_with_models(models, work, host, settings)
 
 
+def part_is_complete(part: str | Path, frames: int) -> bool:
+    """A segment's part exists with all its frames (parts are written to a temporary name and renamed at the end,
+    so an existing part is whole; the count guards against a part of another plan)."""
+    part = Path(part)
+    if not part.is_file():
+        return False
+    try:
+        return probe(part).n_frames == frames
+    except InputError:
+        return False
+
+
 def join_segments(video: str | Path, audio, parts: list[str | Path], output: str | Path, settings: LipSyncSettings,
                   plan: SegmentPlan) -> FileResult:
     """Decode the parts in order and write ``output`` once (H.264 + the original audio fitted, as lipsync_file)."""

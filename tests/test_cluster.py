@@ -92,14 +92,14 @@ def test_a_worker_killed_mid_job_is_restarted_and_the_batch_completes(local_ray,
 
     def kill_one_worker_mid_job(statuses):  # a status may be up to a poll old: kill well before the end
         for s in statuses:
-            if not killed and s["line"] is not None and 2 <= s["done"] <= 8:
+            if not killed and s["unit"] is not None and 2 <= s["done"] <= 8:
                 killed.append(s)
                 os.kill(s["pid"], signal.SIGKILL)
 
     report = run_batch(jobs, TWO_WORKERS, job=fake_lipsync, on_status=kill_one_worker_mid_job, show_progress=False)
     assert killed, "no worker was seen running a job"
     assert sorted((r.line, r.status) for r in report.results) == [(1, DONE), (2, DONE), (3, DONE)]
-    rerun = next(r for r in report.results if r.line == killed[0]["line"])
+    rerun = next(r for r in report.results if r.line == killed[0]["unit"][0])
     assert not rerun.worker.endswith(f":{killed[0]['pid']}")  # finished by a restarted worker
     assert all(is_finished(j.output) for j in jobs)
     assert sorted(p.name for p in jobs[0].output.parent.iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]

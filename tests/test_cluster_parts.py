@@ -56,7 +56,7 @@ def test_worker_turns_errors_into_results_and_goes_on(tmp_path):
 def test_worker_status_and_cancel_while_a_job_runs(tmp_path):
     video = write_tiny_video(tmp_path / "in.mp4")
     worker = LipSyncWorker(job=fake_lipsync)
-    assert worker.status()["line"] is None
+    assert worker.status()["unit"] is None
     results = []
     thread = threading.Thread(target=lambda: results.append(worker.run(_unit(tmp_path, video, steps=200))))
     thread.start()
@@ -64,11 +64,11 @@ def test_worker_status_and_cancel_while_a_job_runs(tmp_path):
     while worker.status()["done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     status = worker.status()
-    assert status["line"] == 3 and status["total"] == 200 and 2 <= status["done"] < 200
+    assert status["unit"] == (3, -1) and status["total"] == 200 and 2 <= status["done"] < 200
     worker.cancel()
     thread.join(30)
     assert results[0].status == CANCELLED and not (tmp_path / "out3.mp4").exists()
-    assert worker.status()["line"] is None
+    assert worker.status()["unit"] is None
 
 
 @pytest.mark.parametrize("resources, options, n_units, expected", [
@@ -92,11 +92,11 @@ def test_worker_plan_refuses_a_gpu_device_on_a_cluster_without_gpus():
 
 def test_batch_progress_counts_running_jobs_by_their_steps():
     with BatchProgress(4, disable=True) as bar:
-        bar.running([{"line": 1, "done": 5, "total": 20}, {"line": 2, "done": 10, "total": 20},
-                     {"line": None, "done": 0, "total": 0}])
+        bar.running([{"unit": (1, -1), "done": 5, "total": 20}, {"unit": (2, -1), "done": 10, "total": 20},
+                     {"unit": None, "done": 0, "total": 0}])
         assert bar.jobs == pytest.approx(0.75)
         bar.finished(UnitResult(line=1, output="o", status=DONE, frames=40))
-        bar.running([{"line": 1, "done": 20, "total": 20}])  # a late status of a finished job is ignored
+        bar.running([{"unit": (1, -1), "done": 20, "total": 20}])  # a late status of a finished job is ignored
         bar.finished(UnitResult(line=3, output="o", status=FAILED, message="bad"))
         assert (bar.jobs, bar.frames, bar.failures) == (pytest.approx(2.5), 40, 1)
 

@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="GPU share of a worker (0.5 = two workers per GPU on large cards; default 1)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPU cores reserved per worker (default 1)")
     p.add_argument("--retries", type=int, default=3, help="runs of a job again after its worker died (default 3)")
+    p.add_argument("--segment-frames", type=int, default=0,
+                   help="split each video into segments of about N frames (on 16-frame window boundaries) run by "
+                        "several workers, then joined with one encode; the result equals a one-worker run")
     p.add_argument("--models-dir", default=None, help="weights folder, the same path on every node "
                                                      "(default: the pack's checkpoints/)")
     p.add_argument("--download", action="store_true", help="workers download missing weights")
@@ -104,7 +107,7 @@ def run(args) -> int:
     options = ClusterOptions(address=args.ray_address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
                              cpus_per_worker=args.cpus_per_worker, device=args.device, dtype=args.dtype,
                              models_dir=args.models_dir, download=args.download, retries=args.retries,
-                             worker_logs=args.verbose)
+                             worker_logs=args.verbose, segment_frames=args.segment_frames)
     report = run_batch(jobs, options, resume=not args.force, show_progress=not args.no_progress)
     if args.report:
         write_report(args.report, jobs, problems, report)

@@ -28,6 +28,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, LatentSyncError
 from ..settings import LipSyncSettings
@@ -52,11 +53,23 @@ class Job:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """What one worker call does. Today a whole job (``segment`` None); splitting one long video across workers
-    will make a job several units, each a frame range ``segment = (start, stop)`` of the job's output."""
+    """What one worker call does: a whole job (``segment`` None), or segment ``segment`` of the job's
+    ``plan`` (latentsync.segments.SegmentPlan: one long video split across workers), written to ``part``."""
 
     job: Job
-    segment: tuple[int, int] | None = None
+    segment: int | None = None
+    plan: Any = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """(manifest line, segment index or -1): names the unit in progress reports."""
+        return self.job.line, -1 if self.segment is None else self.segment
+
+    @property
+    def part(self) -> Path:
+        """The lossless part file of a segment, hidden next to the output (removed once the output is joined)."""
+        out = self.job.output
+        return out.with_name(f".{out.stem}.part{self.segment:04d}.mkv")
 
 
 class ManifestError(LatentSyncError):

@@ -1,5 +1,6 @@
-"""One progress bar for a whole batch (tqdm): jobs done / total, counting the running jobs' denoising steps as
-fractions of a job (so the ETA moves while long jobs run), with frames written, frames per second and failures."""
+"""One progress bar for a whole batch (tqdm): work units (jobs, or segments of split videos) done / total,
+counting the running units' denoising steps as fractions (so the ETA moves while long units run), with frames
+written, frames per second and failures."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from tqdm import tqdm
 
 from .worker import DONE, UnitResult
 
-BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} jobs [{elapsed}<{remaining}{postfix}]"
+BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} units [{elapsed}<{remaining}{postfix}]"
 
 
 class BatchProgress:
@@ -20,8 +21,8 @@ class BatchProgress:
         self.total, self.disable = total, disable
         self.done = 0
         self.frames = self.failures = 0
-        self.partial: dict[int, float] = {}  # manifest line of a running job → fraction of its steps done
-        self.closed_lines: set[int] = set()
+        self.partial: dict[tuple, float] = {}  # running unit (line, segment) → fraction of its steps done
+        self.closed_units: set[tuple] = set()
         self._start = time.monotonic()
         self._bar = None
 
@@ -35,15 +36,17 @@ class BatchProgress:
         self._bar.close()
 
     def running(self, statuses: list[dict]) -> None:
-        """Workers' ``status()``: {"line", "done", "total"} of the job each one is running."""
+        """Workers' ``status()``: {"unit", "done", "total"} of the unit each one is running."""
         for s in statuses:
-            if s.get("line") is not None and s["line"] not in self.closed_lines and s.get("total"):
-                self.partial[s["line"]] = min(1.0, s["done"] / s["total"])
+            unit = tuple(s["unit"]) if s.get("unit") is not None else None
+            if unit is not None and unit not in self.closed_units and s.get("total"):
+                self.partial[unit] = min(1.0, s["done"] / s["total"])
         self._refresh()
 
     def finished(self, result: UnitResult) -> None:
-        self.closed_lines.add(result.line)
-        self.partial.pop(result.line, None)
+        unit = (result.line, -1 if result.segment is None else result.segment)
+        self.closed_units.add(unit)
+        self.partial.pop(unit, None)
         self.done += 1
         self.frames += result.frames
         self.failures += result.status != DONE

@@ -10,6 +10,7 @@ output is already finished (``outputs.is_finished``) are skipped before any work
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -39,6 +40,7 @@ class ClusterOptions:
     models_dir: str | None = None  # the same path on every node
     download: bool = False  # workers download missing weights
     retries: int = 3  # runs of a job again after its worker died
+    segment_frames: int = 0  # > 0: split each video into segments of about this many frames across workers
     local_cpus: int | None = None  # local Ray only: CPUs it may use (None: all)
     worker_logs: bool = False  # show the workers' log output here (else only in Ray's log files)
     connect_timeout_s: float = 5.0
@@ -83,18 +85,78 @@ def run_batch(jobs: list[Job], options: ClusterOptions = ClusterOptions(), *, re
         log.info("line %d: %s is already finished; skipped", s.line, s.output)
     report = BatchReport(skipped=skipped)
     if todo:
-        units = [WorkUnit(j) for j in todo]
+        units, plans, failed = work_units(todo, options)
         with ray_session(options.address, local_cpus=options.local_cpus, timeout_s=options.connect_timeout_s,
                          worker_logs=options.worker_logs) as resources:
             workers = _start_workers(options, resources, len(units), {j.settings.version for j in todo}, job)
             report.startup_s = time.monotonic() - start
             try:
                 with BatchProgress(len(units), disable=not show_progress) as bar:
-                    report.results = _dispatch(workers, units, options.retries, bar, on_status)
+                    results = _dispatch(workers, units, options.retries, bar, on_status) if units else []
             finally:
                 _stop_workers(workers)
+        report.results = failed + [r for r in results if r.segment is None] + join_split_jobs(plans, results)
     report.wall_s = time.monotonic() - start
     return report
+
+
+def work_units(jobs: list[Job], options: ClusterOptions) -> tuple[list[WorkUnit], dict, list[UnitResult]]:
+    """(units to run, {line: (job, segment plan)} of the split jobs, results of jobs that could not be planned).
+
+    One unit per job; with ``segment_frames`` one per segment (a face pass over each video, here, before any
+    worker starts; a segment whose lossless part is already complete is not run again). A job whose plan fails
+    (an unreadable video, a face choice that fits no face...) is reported and the others go on."""
+    if not options.segment_frames:
+        return [WorkUnit(j) for j in jobs], {}, []
+    from ..errors import LatentSyncError
+    from ..segments import part_is_complete, plan_segments
+
+    units, plans, failed = [], {}, []
+    for job in jobs:
+        try:
+            plan = plan_segments(job.video, job.audio, job.settings, options.segment_frames,
+                                 model_dir=options.models_dir, allow_download=options.download)
+        except LatentSyncError as e:
+            failed.append(UnitResult(line=job.line, output=str(job.output), status=FAILED, message=str(e)))
+            continue
+        plans[job.line] = (job, plan)
+        for k, (start, stop) in enumerate(plan.segments):
+            unit = WorkUnit(job, k, plan)
+            if part_is_complete(unit.part, stop - start):
+                log.info("line %d: segment %d is already done (%s)", job.line, k, unit.part)
+            else:
+                units.append(unit)
+    return units, plans, failed
+
+
+def join_split_jobs(plans: dict, results: list[UnitResult]) -> list[UnitResult]:
+    """One result per split job: its segments joined into the output (one encode with the audio) once every
+    segment is done; else the first failed segment's message (the done parts stay for a re-run)."""
+    joined = []
+    for line, (job, plan) in plans.items():
+        parts = [r for r in results if r.line == line and r.segment is not None]
+        bad = next((r for r in parts if r.status != DONE), None)
+        if bad is not None:
+            joined.append(dataclasses.replace(bad, segment=None, message=f"segment {bad.segment}: {bad.message}"))
+        else:
+            joined.append(_join(job, plan, parts))
+    return joined
+
+
+def _join(job: Job, plan, parts: list[UnitResult]) -> UnitResult:
+    from ..errors import LatentSyncError
+    from ..segments import join_segments
+
+    paths = [WorkUnit(job, k, plan).part for k in range(len(plan))]
+    try:
+        result = join_segments(job.video, job.audio, paths, job.output, job.settings, plan)
+    except LatentSyncError as e:
+        return UnitResult(line=job.line, output=str(job.output), status=FAILED, message=f"joining the parts: {e}")
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return UnitResult(line=job.line, output=str(job.output), status=DONE, frames=result.frames, fps=result.fps,
+                      seconds=result.seconds, wall_s=sum(r.wall_s for r in parts),
+                      worker=",".join(sorted({r.worker for r in parts})))
 
 
 def worker_plan(options: ClusterOptions, resources: dict, n_units: int) -> tuple[int, float]:

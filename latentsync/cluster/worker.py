@@ -37,6 +37,7 @@ class UnitResult:
     seconds: float = 0.0  # length of the output video
     wall_s: float = 0.0  # time the worker spent on the unit
     worker: str = ""  # host:pid
+    segment: int | None = None  # the segment of a split video, None for a whole job
 
 
 def default_job(video, audio, output, settings, *, models, progress, cancel):
@@ -44,6 +45,15 @@ def default_job(video, audio, output, settings, *, models, progress, cancel):
     from ..api import lipsync_file
 
     return lipsync_file(video, audio, output, settings, models=models, progress=progress, cancel=cancel)
+
+
+def segment_job(unit: WorkUnit, *, models, progress, cancel):
+    """One segment of a split video: ``latentsync.segments.run_segment`` into the unit's lossless part file."""
+    from ..segments import run_segment
+
+    job = unit.job
+    return run_segment(job.video, job.audio, unit.part, job.settings, unit.plan, unit.segment, models=models,
+                       progress=progress, cancel=cancel)
 
 
 class LipSyncWorker:
@@ -89,10 +99,8 @@ class LipSyncWorker:
 
     def run(self, unit: WorkUnit) -> UnitResult:
         job = unit.job
-        if unit.segment is not None:
-            raise NotImplementedError("splitting one video across workers is not implemented yet")
         self._cancel.clear()
-        self._progress = (job.line, 0, 0)
+        self._progress = (unit.key, 0, 0)
         start = time.monotonic()
 
         def result(status, message="", **values):
@@ -100,11 +108,15 @@ class LipSyncWorker:
                               wall_s=time.monotonic() - start, worker=self.name, **values)
 
         def progress(done: int, total: int, info: dict | None = None) -> None:
-            self._progress = (job.line, int(done), int(total))
+            self._progress = (unit.key, int(done), int(total))
 
+        models = self.models(job.settings.version)
         try:
-            out = self.job(job.video, job.audio, job.output, job.settings, models=self.models(job.settings.version),
-                           progress=progress, cancel=self._cancel.is_set)
+            if unit.segment is not None:
+                out = segment_job(unit, models=models, progress=progress, cancel=self._cancel.is_set)
+            else:
+                out = self.job(job.video, job.audio, job.output, job.settings, models=models, progress=progress,
+                               cancel=self._cancel.is_set)
         except CancelledError as e:
             return result(CANCELLED, str(e) or "cancelled")
         except LatentSyncError as e:
@@ -114,12 +126,14 @@ class LipSyncWorker:
             return result(FAILED, f"internal error: {type(e).__name__}: {e}")
         finally:
             self._progress = (None, 0, 0)
-        return result(DONE, frames=int(out.frames), fps=float(out.fps), seconds=float(out.seconds))
+        return result(DONE, frames=int(out.frames), fps=float(out.fps), seconds=float(out.seconds),
+                      segment=unit.segment)
 
     def status(self) -> dict:
-        """Progress of the running unit: {"worker", "pid", "line" (None when idle), "done", "total"}."""
-        line, done, total = self._progress
-        return {"worker": self.name, "pid": os.getpid(), "line": line, "done": done, "total": total}
+        """Progress of the running unit: {"worker", "pid", "unit" ((line, segment); None when idle), "done",
+        "total"}."""
+        unit, done, total = self._progress
+        return {"worker": self.name, "pid": os.getpid(), "unit": unit, "done": done, "total": total}
 
     def cancel(self) -> None:
         """Ask the running unit to stop at its next check (it raises CancelledError and writes nothing)."""
