@@ -1,14 +1,18 @@
 """ComfyUI entry point of the LatentSync pack (V3 extension, comfy_api.v0_0_2).
 
-Importing registers ComfyUI's `models/latentsync` folder in folder_paths' in-memory table and nothing else:
-no environment variables, no CUDA initialisation, no downloads, no files written.
-Outside ComfyUI (e.g. pytest importing the repository root as a package) this module does nothing.
+ComfyUI imports this folder as a package and awaits ``comfy_entrypoint``, which registers ComfyUI's
+`models/latentsync` folder in folder_paths' in-memory table and returns the extension — nothing else: no
+environment variables, no CUDA initialisation, no downloads, no files written. Importing the package alone does
+nothing (so tools can import it outside ComfyUI). The library itself lives in `latentsync/` and never imports
+ComfyUI.
 """
 
-import importlib.util
 
-if importlib.util.find_spec("comfy_api") is not None and importlib.util.find_spec("folder_paths") is not None:
-    from .nodes import comfy_entrypoint, register_model_folders
+async def comfy_entrypoint():
+    from .nodes import LatentSyncExtension, register_model_folders
 
     register_model_folders()
-    __all__ = ["comfy_entrypoint"]
+    return LatentSyncExtension()
+
+
+__all__ = ["comfy_entrypoint"]

@@ -13,14 +13,12 @@ Wall-clock fps depend on what else runs on the machine; "cpu-time" fps = frames 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_clip(width: int, height: int, n: int) -> list[np.ndarray]:

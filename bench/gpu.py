@@ -7,31 +7,27 @@ No checkpoint is needed: the UNet is built from configs/unet/latentsync-1.6.json
 configs/vae/config.json with random weights, so the FLOPs and memory are those of the real models. Each mode
 prints ONE JSON line: device, dtype, settings, frames/s, peak allocated / reserved GB and seconds per stage.
 Modes: ``reference`` (reference-equal settings: no DeepCache, one window per UNet batch, 16-frame VAE slices),
-``deepcache`` (top tier + DeepCache interval 3), ``tier8gb`` (the plan memory_limiter picks for an 8 GB card,
+``deepcache`` (top tier + DeepCache interval 3), ``tier8gb`` (the plan latentsync.runtime picks for an 8 GB card,
 with the CUDA memory fraction capped to what that card would give). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from latentsync.config import load_unet_config  # noqa: E402
-from latentsync.denoise import DenoiseContext, WindowBatch, denoise_windows  # noqa: E402
-from latentsync.face import latent_mask, load_mask, restore_face  # noqa: E402
-from latentsync.models.unet3d import UNet3DConditionModel  # noqa: E402
-from latentsync.models.vae import load_vae_config  # noqa: E402
-from latentsync.scheduler import make_scheduler  # noqa: E402
-import memory_limiter  # noqa: E402
+from latentsync import runtime
+from latentsync.config import load_unet_config
+from latentsync.denoise import DenoiseContext, denoise_windows
+from latentsync.face import latent_mask, load_mask, restore_face
+from latentsync.models.unet3d import UNet3DConditionModel
+from latentsync.models.vae import load_vae_config
+from latentsync.scheduler import make_scheduler
 
 GIB = 1024 ** 3
 TINY_UNET = {"block_out_channels": [32, 64, 64, 64], "cross_attention_dim": 384}
@@ -108,9 +104,9 @@ def run_mode(name, unet, vae, res, args, device, dtype, plan):
     gen = torch.Generator("cpu").manual_seed(1247)
     noise = torch.randn((1, 4, 1, h, h), generator=gen).to(device)
     ctx = DenoiseContext(unet=unet, vae=_Timed(vae, clock), scheduler=scheduler, mask=mask[None],
-                         mask_latent=mask_lat[None, None, None], noise=noise, generator=gen, guidance=args.guidance,
-                         deepcache=3 if name == "deepcache" else 0, vae_slice=plan.vae_slice,
-                         step_hook=lambda n, final=False: None, cfg_serial=plan.cfg_serial)
+                         mask_latent=mask_lat[None, None, None], initial_noise=noise, generator=gen,
+                         guidance=args.guidance, deepcache=3 if name == "deepcache" else 0, vae_slice=plan.vae_slice,
+                         cfg_serial=plan.cfg_serial, on_step=lambda windows: None)
     frames = np.full((1080, 1920, 3), 90, np.uint8)
     matrix = np.array([[1.0, 0.0, -700.0], [0.0, 1.0, -200.0]], np.float32)  # face crop near the frame centre
     faces = torch.rand(args.windows, 16, 3, res, res, generator=gen).mul(2).sub(1).to(device, dtype)
@@ -118,14 +114,13 @@ def run_mode(name, unet, vae, res, args, device, dtype, plan):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     total_frames = 0
-    with memory_limiter.memory_fraction_scope(plan.memory_fraction, device), torch.inference_mode():
+    with runtime.memory_fraction_scope(plan.memory_fraction, device), torch.inference_mode():
         for rep in range(2):  # first pass warms up kernels and allocator; the second is measured
             clock.seconds.clear()
             t0 = time.perf_counter()
             for w0 in range(0, args.windows, plan.window_batch):
-                batch = WindowBatch(faces[w0:w0 + plan.window_batch], audio[w0:w0 + plan.window_batch])
                 with clock("window"):
-                    out = denoise_windows(ctx, batch, None)
+                    out = denoise_windows(ctx, faces[w0:w0 + plan.window_batch], audio[w0:w0 + plan.window_batch])
                 with clock("paste_back"):
                     out = out.cpu()
                     for k in range(out.shape[0]):
@@ -153,15 +148,15 @@ def run_mode(name, unet, vae, res, args, device, dtype, plan):
 
 def plan_for_mode(name, device):
     if name == "reference":
-        return memory_limiter.MemoryPlan(window_batch=1, vae_slice=16, memory_fraction=None, tier="reference", batch=16)
+        return runtime.MemoryPlan(window_batch=1, vae_slice=16, memory_fraction=None, tier="reference", batch=16)
     if device.type != "cuda":
-        return memory_limiter.plan_for(0, 0, device.type)
+        return runtime.plan_for(0, 0, device.type)
     total = torch.cuda.get_device_properties(device).total_memory
     if name == "tier8gb":
-        plan = memory_limiter.plan_for(8 * GIB, 8 * GIB, "cuda")
+        plan = runtime.plan_for(8 * GIB, 8 * GIB, "cuda")
         # simulate the 8 GB card on the big one: the same absolute cap the fraction would give there
-        return memory_limiter.dataclasses.replace(plan, memory_fraction=min(1.0, 8 * GIB * plan.memory_fraction / total))
-    return memory_limiter.plan_for(total, torch.cuda.mem_get_info(device)[0], "cuda")
+        return dataclasses.replace(plan, memory_fraction=min(1.0, 8 * GIB * plan.memory_fraction / total))
+    return runtime.plan_for(total, torch.cuda.mem_get_info(device)[0], "cuda")
 
 
 def main(argv=None):

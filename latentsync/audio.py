@@ -267,25 +267,27 @@ def audio_features(encoder, audio16k, mode: str = "stitched", batch: int = 4) ->
     return out
 
 
-def chunk_rows(n_frames: int, fps: float, n_rows: int) -> np.ndarray:
-    """Feature rows of each frame's chunk: int64 (n_frames, 10). Frame i is centred on its own timestamp i/fps:
-    rows round(i * 50 / fps) - 4 + k, k = 0..9, clamped to [0, n_rows - 1] (at 25 fps exactly the reference's
-    clamp(2i - 4 + k))."""
+def chunk_rows(frames, fps: float, n_rows: int, reference: bool = False) -> np.ndarray:
+    """Feature rows of each frame's chunk: int64 (len(frames), 10) for ``frames`` (a count n → frames 0..n-1, or
+    the frame numbers). Frame i is centred on its own timestamp i/fps: rows round(i * 50 / fps) - 4 + k,
+    k = 0..9, clamped to [0, n_rows - 1]; ``reference``: the reference's int(i * 50 / fps) centre (the same at
+    25 fps: clamp(2i - 4 + k))."""
     fps = float(fps)
     if not math.isfinite(fps) or fps <= 0:
         raise InputError(f"Frame rate must be a positive number, got {fps}.")
     if n_rows <= 0:
         raise InputError("There are no audio features (the audio is shorter than 20 ms).")
-    i = np.arange(int(n_frames), dtype=np.float64)
-    centre = np.floor(i * ROWS_PER_SECOND / fps + 0.5).astype(np.int64)
+    i = np.arange(int(frames), dtype=np.float64) if np.ndim(frames) == 0 else np.asarray(frames, np.float64)
+    position = i * ROWS_PER_SECOND / fps
+    centre = np.floor(position if reference else position + 0.5).astype(np.int64)
     rows = centre[:, None] - CHUNK_BEFORE + np.arange(CHUNK_ROWS, dtype=np.int64)[None]
     return np.clip(rows, 0, n_rows - 1)
 
 
-def frame_chunks(features: torch.Tensor, n_frames: int, fps: float) -> torch.Tensor:
-    """features (T, L, C) -> per-frame audio tokens (n_frames, 10 * L, C) (layer index fastest); frames past
-    the end of the audio repeat the last rows."""
-    rows = torch.from_numpy(chunk_rows(n_frames, fps, features.shape[0])).to(features.device)
+def frame_chunks(features: torch.Tensor, frames, fps: float, reference: bool = False) -> torch.Tensor:
+    """features (T, L, C) -> per-frame audio tokens (len(frames), 10 * L, C) (layer index fastest) for ``frames``
+    (a count or frame numbers, as ``chunk_rows``); frames past the end of the audio repeat the last rows."""
+    rows = torch.from_numpy(chunk_rows(frames, fps, features.shape[0], reference)).to(features.device)
     n, layers, c = rows.shape[0], features.shape[1], features.shape[2]
     return features[rows.reshape(-1)].reshape(n, CHUNK_ROWS * layers, c)
 

@@ -11,6 +11,9 @@ Layout of a models folder (the same for downloads, the pack's ``checkpoints/`` a
 Search order for every file: the explicit ``models_dir`` → the caller's ``search_dirs`` (the ComfyUI nodes pass
 their ``models/latentsync`` folders) → ``<pack>/checkpoints``. The VAE may also be a single file in one of
 ``vae_dirs`` (ComfyUI's ``models/vae``) whose name says it is sd-vae-ft-mse. This module never imports ComfyUI.
+
+Front ends call ``ensure_models``: find, else download only what is found nowhere (``latentsync.download``:
+resumable, progress, no network under HF_HUB_OFFLINE, an unreachable Hub fails within seconds), then find again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .download import CONNECT_TIMEOUT, ProgressCallback, fetch_hub_files
 from .errors import InputError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +40,6 @@ VAE_DIR = "vae"
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 VAE_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 VAE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin", ".pth")
-_TRUE = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,12 @@ class ModelPaths:
     vae: Path
     version: str = "1.6"
     unet_config: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        """The models folder (where face_landmarker.task is looked for, and fetched to when allowed)."""
+        whisper = Path(self.whisper)
+        return whisper.parent.parent if whisper.parent.name == "whisper" else Path(self.unet).parent
 
 
 def _check_version(version: str) -> str:
@@ -209,64 +218,93 @@ def model_status(version: str = "1.6", models_dir=None, search_dirs: Iterable = 
     return "\n".join(lines)
 
 
-def _offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE:
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover - huggingface_hub missing is reported by the download itself
-        return False
-
-
-def _plan(version: str, dest: Path) -> list[tuple[str, str, Path]]:
-    """(repo, file in repo, local target) for every file ``version`` needs under ``dest``; shared whisper/vae
-    files already present at the root are reused (never duplicated)."""
+def _plan(version: str, dest: Path, components: Iterable[str] = ("unet", "whisper", "vae")
+          ) -> list[tuple[str, str, Path]]:
+    """(repo, file in repo, local target) for every file of ``components`` that ``version`` needs under ``dest``;
+    shared whisper/vae files already in a 1.5 sub-folder are reused (never duplicated)."""
     sub = version_subdir(version)
     udir = dest / sub if sub else dest
-    plan = [(UNET_REPOS[version], "latentsync_unet.pt", udir / "latentsync_unet.pt")]
-    whisper = udir / WHISPER_NAME if sub and (udir / WHISPER_NAME).is_file() else dest / WHISPER_NAME
-    plan.append((UNET_REPOS[version], WHISPER_NAME, whisper))
-    vdir = udir / VAE_DIR if sub and _is_vae_folder(udir / VAE_DIR) else dest / VAE_DIR
-    plan += [(VAE_REPO, f, vdir / f) for f in VAE_FILES]
+    plan = []
+    if "unet" in components:
+        plan.append((UNET_REPOS[version], "latentsync_unet.pt", udir / "latentsync_unet.pt"))
+    if "whisper" in components:
+        whisper = udir / WHISPER_NAME if sub and (udir / WHISPER_NAME).is_file() else dest / WHISPER_NAME
+        plan.append((UNET_REPOS[version], WHISPER_NAME, whisper))
+    if "vae" in components:
+        vdir = udir / VAE_DIR if sub and _is_vae_folder(udir / VAE_DIR) else dest / VAE_DIR
+        plan += [(VAE_REPO, f, vdir / f) for f in VAE_FILES]
     return plan
 
 
-def download_models(version: str = "1.6", dest=None, progress: bool = True) -> ModelPaths:
-    """Download what is missing for ``version`` into ``dest`` (default ``<pack>/checkpoints``) with huggingface_hub;
-    files already there are skipped. Honours HF_HUB_OFFLINE (raises MissingWeightsError without any network use)."""
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` exists writable or can be created (its nearest existing parent is writable)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def download_target(models_dir=None, search_dirs: Iterable = ()) -> Path:
+    """Where missing weights are downloaded: the first writable of ``models_dir``, the first of ``search_dirs``
+    (the ComfyUI nodes pass ``models/latentsync``), ``<pack>/checkpoints``."""
+    roots = _roots(models_dir, tuple(search_dirs))
+    for root in roots:
+        if _writable(root):
+            return root
+    raise MissingWeightsError("No writable folder to download the weights into; tried: "
+                              + ", ".join(str(r) for r in roots))
+
+
+def ensure_models(version: str = "1.6", models_dir=None, search_dirs: Iterable = (), vae_dirs: Iterable = (), *,
+                  download: bool = True, progress: ProgressCallback | None = None, bar: bool = True,
+                  endpoint: str | None = None, timeout: float = CONNECT_TIMEOUT) -> ModelPaths:
+    """The weights of ``version``, downloading the missing files first when ``download`` is on.
+
+    Only what ``find_models`` does not find anywhere is fetched (from the Hugging Face Hub, resumable, with a
+    terminal bar when ``bar`` and ``progress(done_bytes, total_bytes, info)`` callbacks) into
+    ``download_target(models_dir, search_dirs)``. ``HF_HUB_OFFLINE``, or a Hub that does not answer within
+    ``timeout`` seconds, ends at once (no retries) with the MissingWeightsError of ``find_models`` preceded by
+    the reason; ``endpoint`` overrides the Hub address (default: ``HF_ENDPOINT`` or huggingface.co)."""
+    search_dirs, vae_dirs = tuple(search_dirs), tuple(vae_dirs)
+    try:
+        return find_models(version, models_dir, search_dirs, vae_dirs)
+    except MissingWeightsError as missing:
+        if not download:
+            raise MissingWeightsError(f"{missing}\n(Automatic download is off.)") from None
+    found = _resolve(version, models_dir, search_dirs, vae_dirs)
+    dest = None
+    try:
+        dest = download_target(models_dir, search_dirs)
+        plan = _plan(version, dest, [k for k, (p, _) in found.items() if p is None])
+        logger.info("Downloading the missing LatentSync %s weights into %s", version, dest)
+        fetch_hub_files(plan, endpoint=endpoint, timeout=timeout, progress=progress, bar=bar)
+    except MissingWeightsError as failed:
+        raise MissingWeightsError(f"Cannot download the missing weights{f' into {dest}' if dest else ''}: {failed}\n"
+                                  + _still_missing(version, models_dir, search_dirs, vae_dirs)) from None
+    return find_models(version, models_dir, search_dirs, vae_dirs)
+
+
+def _still_missing(version: str, models_dir, search_dirs: tuple, vae_dirs: tuple) -> str:
+    """find_models' message after a failed download (what is still missing, every path searched, how to get it)."""
+    try:
+        paths = find_models(version, models_dir, search_dirs, vae_dirs)
+    except MissingWeightsError as missing:
+        return str(missing)
+    return f"(The LatentSync {version} weights found are complete: {paths.unet}, {paths.whisper}, {paths.vae}.)"
+
+
+def download_models(version: str = "1.6", dest=None, *, progress: ProgressCallback | None = None, bar: bool = True,
+                    endpoint: str | None = None, timeout: float = CONNECT_TIMEOUT) -> ModelPaths:
+    """Download what ``dest`` (default ``<pack>/checkpoints``) lacks for ``version``; files already there are
+    skipped. Same downloader, progress and offline rules as ``ensure_models``."""
     version = _check_version(version)
     dest = Path(dest).expanduser() if dest is not None else PACK_CHECKPOINTS
     todo = [(repo, name, target) for repo, name, target in _plan(version, dest) if not target.is_file()]
-    for _, _, target in _plan(version, dest):
-        if target.is_file():
-            logger.info("Already present, skipped: %s", target)
-    if todo and _offline():
-        raise MissingWeightsError(
-            "HF_HUB_OFFLINE is set, so nothing can be downloaded. Missing:\n"
-            + "\n".join(f"  {t}  (from {repo}: {name})" for repo, name, t in todo)
-            + "\nUnset HF_HUB_OFFLINE and run `" + download_command(version, dest) + "`, or copy the files there.")
-    if todo:
-        from huggingface_hub import hf_hub_download
-
-        tqdm_class = None
-        if not progress:
-            from tqdm.auto import tqdm
-
-            class tqdm_class(tqdm):  # noqa: N801 - a silent progress bar
-                def __init__(self, *a, **k):
-                    k["disable"] = True
-                    super().__init__(*a, **k)
-    for repo, name, target in todo:
-        local_dir = target.parent if "/" not in name else target.parents[name.count("/")]
-        logger.info("Downloading %s/%s → %s", repo, name, target)
-        try:
-            got = Path(hf_hub_download(repo_id=repo, filename=name, local_dir=str(local_dir),
-                                       **({"tqdm_class": tqdm_class} if tqdm_class else {})))
-        except Exception as e:
-            raise MissingWeightsError(f"Downloading {name} from {repo} failed ({type(e).__name__}: {e}). "
-                                      f"Check the network, or copy the file to {target}.") from e
-        if got.resolve() != target.resolve() and not target.is_file():
-            raise MissingWeightsError(f"Download of {repo}/{name} ended at {got}, expected {target}.")
+    try:
+        fetch_hub_files(todo, endpoint=endpoint, timeout=timeout, progress=progress, bar=bar)
+    except MissingWeightsError as failed:
+        raise MissingWeightsError(f"Cannot download into {dest}: {failed}\n"
+                                  + _still_missing(version, None if dest == PACK_CHECKPOINTS else dest, (), ())
+                                  ) from None
     return find_models(version, models_dir=dest)
+

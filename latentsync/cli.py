@@ -1,14 +1,20 @@
 """Command line: lip-sync a video file to an audio file (or to its own sound track).
 
-    python -m latentsync --video in.mp4 --audio in.wav -o out.mp4 [--steps 20] [--guidance 1.5] [--seed 1247]
-        [--version 1.6|1.5] [--deepcache] [--face largest] [--device auto] [--dtype auto] [--models-dir DIR]
-        [--download] [--length-mode audio|video]
+    python -m latentsync --video in.mp4 [--audio in.wav] -o out.mp4 [--steps 20] [--guidance 1.5] [--seed 1247]
+        [--version 1.6|1.5] [--deepcache] [--face largest] [--length-mode audio|video] [--device auto]
+        [--dtype auto|fp16|bf16|fp32] [--window-batch N] [--vae-slice N] [--models-dir DIR] [--no-download]
+        [--blend reference|feather|poisson] [--feather-px PX] [--color-match off|mean|mean_std]
+        [--restore-model FILE] [--restore-strength S] [--min-face PX] [--face-confidence C]
+        [--face-region X0,Y0,X1,Y1] [--redetect-every N] [--silence sync|keep] [--silence-db DB] [--preview DIR]
+        [--speaker FACE=AUDIO ...]                                           (dialogue: one per speaker)
     python -m latentsync download [--version 1.6] [--models-dir DIR]
     python -m latentsync status [--version 1.6] [--models-dir DIR]     (exit code 2 when weights are missing)
+    python -m latentsync batch MANIFEST [--workers N] [--ray-address ADDR] [--segment-frames N] ...  (Ray)
 
-Streaming: frames are decoded chunk by chunk, lip-synced window by window and encoded once (H.264, CRF 18) with
-the original audio muxed (trimmed/padded to the output length). Every user error (missing weights, unreadable
-file, bad audio...) prints one message and exits with code 2, without a traceback.
+The job runs through ``latentsync.api.lipsync_file`` under the same memory policy as the ComfyUI nodes (VRAM
+tier → window batch / VAE slice / memory fraction, printed at the start; ``--window-batch`` / ``--vae-slice``
+override it; out of memory → one retry a tier lower). Missing weights are downloaded first unless
+``--no-download``. Every user error prints one message and exits with code 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -17,16 +23,22 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
-from .errors import CancelledError, LatentSyncError
+from tqdm.auto import tqdm
+
+from . import checkpoints
+from .api import Speaker, lipsync_file
+from .errors import CancelledError, InputError, LatentSyncError, MissingWeightsError
+from .runtime import Host, MemoryPlan, ModelHandle
+from .settings import DTYPES, LENGTH_MODES, SILENCE_MODES, VERSIONS, LipSyncSettings
 
 log = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2
+SUBCOMMANDS = ("download", "status")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--version", default="1.6", choices=["1.6", "1.5"], help="LatentSync model version")
+    p.add_argument("--version", default="1.6", choices=VERSIONS, help="LatentSync model version")
     p.add_argument("--models-dir", default=None, help="folder with the weights (default: the pack's checkpoints/)")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
 
@@ -40,15 +52,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, default=1.5, help="lips expression / CFG scale (1.0 = off; 1.5)")
     p.add_argument("--seed", type=int, default=1247, help="random seed (same seed → same output)")
     p.add_argument("--deepcache", action="store_true", help="DeepCache (interval 3): faster, slightly different")
-    p.add_argument("--face", default="largest", help="face to sync: largest | leftmost | rightmost | index:N")
-    p.add_argument("--length-mode", default="audio", choices=["audio", "video"],
+    p.add_argument("--face", default="largest", help="face to sync: largest | leftmost | rightmost | center | index:N")
+    p.add_argument("--length-mode", default="audio", choices=LENGTH_MODES,
                    help="audio: output as long as the audio (video ping-pongs or is cut); video: as long as the video")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
-                   help="auto = float16 on GPU, float32 on CPU")
-    p.add_argument("--window-batch", type=int, default=1, help="16-frame windows denoised together")
-    p.add_argument("--vae-slice", type=int, default=16, help="frames per VAE encode/decode slice")
-    p.add_argument("--download", action="store_true", help="download missing weights first")
+    p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto = fp16 on a GPU, fp32 on the CPU")
+    p.add_argument("--window-batch", type=int, default=0, help="16-frame windows per UNet batch (default: VRAM tier)")
+    p.add_argument("--vae-slice", type=int, default=0, help="frames per VAE encode/decode (default: VRAM tier)")
+    p.add_argument("--no-download", action="store_true", help="never download missing weights")
+    p.add_argument("--no-pipeline", action="store_true", help="run decode, faces, denoise and encode one after "
+                                                               "another instead of overlapping them")
+    look = p.add_argument_group("result controls (off by default: the reference's result)")
+    look.add_argument("--blend", default="reference", help="paste-back: reference | feather | poisson")
+    look.add_argument("--feather-px", type=float, default=12.0, help="soft edge of feather/poisson, frame pixels")
+    look.add_argument("--color-match", default="off", help="match the mouth's colour to the skin: off | mean | mean_std")
+    look.add_argument("--restore-model", default=None, help="face restoration model file (GFPGAN, RestoreFormer, "
+                                                            "ESRGAN families, loaded with spandrel)")
+    look.add_argument("--restore-strength", type=float, default=1.0, help="0..1, how much of the restored mouth")
+    look.add_argument("--min-face", type=float, default=80.0,
+                      help="smallest face height: pixels, or a fraction of the frame height below 1 (default 80)")
+    look.add_argument("--face-confidence", type=float, default=0.5, help="face detection confidence 0..1")
+    look.add_argument("--face-region", default=None, help="search faces only in X0,Y0,X1,Y1 (pixels)")
+    look.add_argument("--redetect-every", type=int, default=50, help="frames between full face searches")
+    look.add_argument("--silence", default="sync", choices=SILENCE_MODES,
+                      help="keep: the original face where the audio is silent (cross-faded)")
+    look.add_argument("--silence-db", type=float, default=-45.0, help="silence level in dBFS (default -45)")
+    look.add_argument("--preview", default=None, help="write preview PNGs (face box, points, mouth region) and a "
+                                                      "contact sheet into this folder")
+    look.add_argument("--speaker", action="append", default=None, metavar="FACE=AUDIO",
+                      help="dialogue: a face (left, right, index:N, id:K) and its audio file; repeat per speaker")
     _common(p)
     return p
 
@@ -61,108 +93,90 @@ def _sub_parser(name: str) -> argparse.ArgumentParser:
     return p
 
 
-def _device_dtype(device: str, dtype: str):
-    import torch
+def _terminal_host() -> Host:
+    """Plain PyTorch memory numbers; the plan printed; weight downloads show their own progress bars."""
+    def on_plan(plan: MemoryPlan) -> None:
+        print(f"memory plan: {plan.describe()} ({plan.reason})", file=sys.stderr)
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return Host(on_plan=on_plan)
+
+
+def _region(text: str | None):
+    if text is None:
+        return None
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise LatentSyncError(f"--device {device!r} is not a device (use auto, cpu, cuda, cuda:N or mps).") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LatentSyncError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
-    if dtype == "auto":
-        return dev, (torch.float16 if dev.type in ("cuda", "mps") else torch.float32)
-    return dev, getattr(torch, dtype)
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--face-region needs four whole numbers X0,Y0,X1,Y1, got {text!r}.") from None
 
 
-def _find_weights(args):
-    from .checkpoints import download_models, find_models
-    from .errors import MissingWeightsError
-
-    try:
-        return find_models(args.version, models_dir=args.models_dir)
-    except MissingWeightsError:
-        if not args.download:
-            raise
-    return download_models(args.version, dest=args.models_dir)
+def _audio(args):
+    """The speech: --audio (or the video's own sound), or the --speaker FACE=AUDIO pairs of a dialogue."""
+    if not args.speaker:
+        return args.audio
+    if args.audio is not None:
+        raise InputError("Give either --audio or --speaker FACE=AUDIO pairs, not both.")
+    speakers = []
+    for pair in args.speaker:
+        face, sep, path = pair.partition("=")
+        if not sep or not face or not path:
+            raise InputError(f"--speaker needs FACE=AUDIO (e.g. left=a.wav), got {pair!r}.")
+        speakers.append(Speaker(path, face))
+    return speakers
 
 
 def run(args) -> str:
-    # weights first: without them stop at once, before any decoding
-    paths = _find_weights(args)
-    from .pipeline import LipSyncPipeline, LipSyncSettings  # noqa: I001 - heavy imports only after the check
-    from .video import VideoWriter, iter_frames, probe, read_audio
-
     settings = LipSyncSettings(version=args.version, steps=args.steps, guidance=args.guidance, seed=args.seed,
                                face=args.face, length_mode=args.length_mode, deepcache=args.deepcache,
-                               window_batch=args.window_batch, vae_slice=args.vae_slice)
-    out = Path(args.output)
-    if not out.parent.is_dir():
-        raise LatentSyncError(f"The output folder does not exist: {out.parent}")
-    if args.audio is not None and not Path(args.audio).is_file():
-        raise LatentSyncError(f"Audio file not found: {args.audio}")
-    from .face.select import parse_choice
+                               window_batch=args.window_batch, vae_slice=args.vae_slice,
+                               pipelined=not args.no_pipeline, blend=args.blend, feather_px=args.feather_px,
+                               color_match=args.color_match, restore_strength=args.restore_strength,
+                               min_face_height=args.min_face, face_confidence=args.face_confidence,
+                               face_region=_region(args.face_region), redetect_every=args.redetect_every,
+                               silence=args.silence, silence_db=args.silence_db)
+    models = ModelHandle(args.version, args.device, args.dtype, models_dir=args.models_dir,
+                         download=not args.no_download)
+    bars: list[tqdm] = []  # made at the first step, so errors before it print alone
 
-    parse_choice(args.face)  # a wrong --face fails now, not after loading the models
-    info = probe(args.video)
-    audio = read_audio(args.audio or args.video)
-    if audio is None:
-        src = args.audio or args.video
-        raise LatentSyncError(f"{src} has no audio track; pass the speech with --audio FILE.")
-    if out.resolve() == Path(args.video).resolve():
-        raise LatentSyncError("The output must not overwrite the input video.")
-    device, dtype = _device_dtype(args.device, args.dtype)
-    from .models import load_models
+    def progress(done: int, total: int, _info: dict) -> None:
+        if not bars:
+            bars.append(tqdm(desc="denoising", unit="step", file=sys.stderr))
+        bars[0].total = total
+        bars[0].update(done - bars[0].n)
 
     t0 = time.monotonic()
-    pipe = LipSyncPipeline(load_models(paths, device, dtype))
-    job = pipe.prepare(audio, info.fps, settings, n_frames=info.n_frames)
-    last = [0.0]
-
-    def progress(done, total, _info):
-        now = time.monotonic()
-        if now - last[0] > 1.0 or done == total:
-            last[0] = now
-            print(f"\rdenoising {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-
-    frames = 0
-    with VideoWriter(out, info.rate, info.width, info.height, audio=job.output_audio()) as writer:
-        for chunk in pipe.stream(lambda: iter_frames(args.video), info.fps, None, settings, progress,
-                                 n_frames=info.n_frames, job=job):
-            writer.write(chunk)
-            frames += len(chunk)
-    seconds = frames / info.fps
-    return (f"wrote {out} ({frames} frames, {info.width}x{info.height} at {info.fps:g} fps, {seconds:.2f} s, "
-            f"in {time.monotonic() - t0:.1f} s)")
+    try:
+        result = lipsync_file(args.video, _audio(args), args.output, settings, models=models,
+                              host=_terminal_host(), progress=progress, restore_model=args.restore_model,
+                              preview=args.preview)
+    finally:
+        for bar in bars:
+            bar.close()
+    faceless = f"; {result.faceless}" if result.faceless else ""
+    return (f"wrote {result.output} ({result.frames} frames, {result.width}x{result.height} at {result.fps:g} fps, "
+            f"{result.seconds:.2f} s, in {time.monotonic() - t0:.1f} s{faceless})")
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    sub = argv[0] if argv and argv[0] in ("download", "status", "run") else None
-    if sub == "run":
-        argv, sub = argv[1:], None
+    if argv and argv[0] == "batch":  # a manifest of jobs on Ray (optional extra: requirements-cluster.txt)
+        from .cluster.cli import main as batch_main
+
+        return batch_main(argv[1:])
+    sub = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     args = (_sub_parser(sub) if sub else build_parser()).parse_args(argv[1:] if sub else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         if sub == "status":
-            from .checkpoints import model_status
-
-            from .checkpoints import find_models
-            from .errors import MissingWeightsError
-
-            print(model_status(args.version, models_dir=args.models_dir))
+            print(checkpoints.model_status(args.version, models_dir=args.models_dir))
             try:
-                find_models(args.version, models_dir=args.models_dir)
+                checkpoints.find_models(args.version, models_dir=args.models_dir)
             except MissingWeightsError:
                 return EXIT_USER_ERROR  # scripts can test for the weights
             return 0
         if sub == "download":
-            from .checkpoints import download_models
-
-            paths = download_models(args.version, dest=args.models_dir)
+            paths = checkpoints.download_models(args.version, dest=args.models_dir)
             print(f"LatentSync {paths.version} weights ready: unet={paths.unet} whisper={paths.whisper} vae={paths.vae}")
             return 0
         print(run(args))

@@ -13,10 +13,14 @@ Audio: ``(samples, sample_rate)`` or ComfyUI's ``{"waveform": [1, C, T], "sample
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from . import video
+from .audio import AudioClip
 from .errors import InputError
 
 MIN_SIDE = 64
@@ -74,16 +78,95 @@ def frames_to_uint8(chunk, expect_hw: tuple[int, int] | None = None) -> np.ndarr
     return np.ascontiguousarray(out)
 
 
-def parse_audio(audio) -> tuple[np.ndarray, int]:
-    """Caller's audio → (samples float32 (C, T) at the ORIGINAL rate, sample_rate). Raises InputError.
-    Accepts ``(samples, sample_rate)`` or ComfyUI's AUDIO dict; samples as ``latentsync.audio.as_channels``."""
-    from .audio import AudioClip
+def to_uint8_array(frames, chunk: int = 64) -> np.ndarray:
+    """A whole clip (N, H, W, C) in any accepted form → one uint8 (N, H, W, 3) array, converted ``chunk`` frames
+    at a time (no full-size float temporaries). A uint8 numpy RGB array is returned as it is (no copy)."""
+    if not hasattr(frames, "shape") or len(frames.shape) not in (3, 4):
+        raise InputError(f"Frames must be an array (N, H, W, 3); got {type(frames).__name__}.")
+    n = int(frames.shape[0])
+    if n == 0:
+        raise InputError("The video has no frames.")
+    if isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4 and frames.shape[3] == 3:
+        return frames_to_uint8(frames)
+    first = frames_to_uint8(frames[:chunk])
+    out = np.empty((n, *first.shape[1:]), np.uint8)
+    out[:len(first)] = first
+    for start in range(chunk, n, chunk):
+        out[start:start + chunk] = frames_to_uint8(frames[start:start + chunk], first.shape[1:3])
+    return out
 
+
+@dataclass(frozen=True)
+class FrameSource:
+    """The pipeline's frames: uint8 RGB chunks (n, H, W, 3), checked once where they enter.
+
+    ``open(start)`` returns an iterator of chunks beginning at frame ``start``; ``reopenable`` sources (arrays,
+    files) can be opened again (bounded-RAM ping-pong); a one-shot iterator can be opened once. ``n_frames`` is
+    the frame count when known."""
+
+    open_at: Callable[[int], Iterator[np.ndarray]]
+    n_frames: int | None = None
+    reopenable: bool = True
+
+    def open(self, start: int = 0) -> Iterator[np.ndarray]:
+        return self.open_at(start)
+
+    @classmethod
+    def from_array(cls, frames: np.ndarray, chunk: int = 16) -> FrameSource:
+        """A uint8 (N, H, W, 3) array (see ``to_uint8_array`` for other forms); chunks are views."""
+        frames = to_uint8_array(frames)
+
+        def open_at(start: int) -> Iterator[np.ndarray]:
+            return (frames[i:i + chunk] for i in range(start, len(frames), chunk))
+
+        return cls(open_at, len(frames))
+
+    @classmethod
+    def from_file(cls, path: str | Path, n_frames: int | None = None, chunk: int = 16) -> FrameSource:
+        """A video file, decoded chunk by chunk (the decoder gives upright uint8 RGB frames)."""
+        return cls(lambda start: video.iter_frames(path, chunk=chunk, start=start), n_frames)
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable, n_frames: int | None = None) -> FrameSource:
+        """Chunks in any accepted form, checked as they come. A one-shot iterable can be opened once."""
+        used = []
+
+        def open_at(start: int) -> Iterator[np.ndarray]:
+            if used:
+                raise RuntimeError("a one-shot frame source was opened twice")
+            used.append(True)
+            return _checked(chunks, start)
+
+        return cls(open_at, n_frames, reopenable=False)
+
+
+def _checked(chunks: Iterable, start: int) -> Iterator[np.ndarray]:
+    size = None
+    seen = 0
+    for chunk in chunks:
+        out = frames_to_uint8(chunk, size)
+        size = out.shape[1:3]
+        skip = min(len(out), max(0, start - seen))
+        seen += len(out)
+        if len(out) > skip:
+            yield out[skip:]
+
+
+def parse_audio(audio) -> AudioClip:
+    """Caller's audio → AudioClip (samples float32 (C, T) at the ORIGINAL rate). Raises InputError.
+    Accepts ``(samples, sample_rate)``, ComfyUI's AUDIO dict, or a path to an audio/video file."""
+    if isinstance(audio, AudioClip):
+        return audio
     if isinstance(audio, Mapping):
-        clip = AudioClip.from_comfy(audio)
-    elif isinstance(audio, (tuple, list)) and len(audio) == 2:
-        clip = AudioClip.from_any(*audio)
-    else:
-        raise InputError("Audio must be (samples, sample_rate) or a dict {'waveform': [B, C, T], 'sample_rate': int}; "
-                         f"got {type(audio).__name__}.")
-    return clip.samples, clip.sample_rate
+        return AudioClip.from_comfy(audio)
+    if isinstance(audio, (str, Path)):
+        if not Path(audio).exists():
+            raise InputError(f"Audio file not found: {audio}")
+        decoded = video.read_audio(audio)
+        if decoded is None:
+            raise InputError(f"{audio} has no audio track.")
+        return AudioClip.from_any(*decoded)
+    if isinstance(audio, (tuple, list)) and len(audio) == 2:
+        return AudioClip.from_any(*audio)
+    raise InputError("Audio must be (samples, sample_rate), a dict {'waveform': [B, C, T], 'sample_rate': int} or "
+                     f"a file path; got {type(audio).__name__}.")

@@ -21,50 +21,35 @@ that frame's own timestamp (see ``latentsync.audio.frame_chunks``), the video is
 The output audio is the caller's ORIGINAL audio (all channels, original sample rate), trimmed or padded with
 silence to exactly round(n_out / fps * sample_rate) samples, never the 16 kHz copy used for the features.
 
+``reference=True`` (settings): the reference's rules, for parity checks: N = the number of the reference's audio
+    chunks (n_samples_16k // 640 + 2 at 25 fps, see ``reference_frame_count``) and its loop (backward passes
+    repeat the end frames: ``source_indices(..., loop="reference")``).
+
 Streaming and memory
 --------------------
-``played_frames`` turns a source of frame chunks into the played sequence (source index, frame) that the
-rules above describe, with a bounded buffer:
-* no ping-pong needed (video at least as long as the output): nothing is kept; frames stream through.
-* ping-pong with a RE-OPENABLE source (a zero-argument callable returning a fresh chunk iterator, e.g. a file
-  decoder): the first pass keeps the frames only while they fit in ``cache_bytes``; otherwise every later
-  pass re-opens the source; backward passes are read in blocks of ``cache_bytes`` worth of frames (each block
-  re-decodes the source from the start up to that block), so RAM stays <= ``cache_bytes`` + one chunk.
-* ping-pong with a plain (one-shot) iterator: the source frames are kept; RAM then grows with the SOURCE
-  length (not the output length). (The in-memory API passes a re-openable source over its own array; the CLI
-  re-opens the file.)
-  Pass ``n_frames`` when known so that nothing is kept when no ping-pong is needed.
+``played_frames`` turns a ``latentsync.inputs.FrameSource`` into the played sequence (output index, source
+index, frame) that the rules above describe, with a bounded buffer:
+* no ping-pong needed (video at least as long as the output): nothing is kept; frames stream through (a
+  segment starting at frame k opens the source at k).
+* ping-pong with a re-openable source (an array, a file): the first pass keeps the frames only while they fit
+  in ``cache_bytes``; otherwise every later pass re-opens the source (backward passes in blocks of
+  ``cache_bytes`` worth of frames, each block opened at its first frame), so RAM stays <= ``cache_bytes`` +
+  one chunk.
+* ping-pong with a one-shot source: its frames are kept; RAM then grows with the SOURCE length (not the
+  output length).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
 from .errors import InputError
 
 LENGTH_MODES = ("audio", "video")
-
-ChunkSource = Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """The output's length: ``n_out`` frames at ``fps``; ``audio_samples`` at the original sample rate."""
-
-    n_out: int
-    fps: float
-    sample_rate: int
-    audio_samples: int
-    length_mode: str
-
-    @property
-    def seconds(self) -> float:
-        return self.n_out / self.fps
-
 
 def check_fps(fps: float) -> float:
     try:
@@ -89,16 +74,19 @@ def output_frame_count(audio_seconds: float, fps: float, n_video: int | None, le
     return max(1, int(round(audio_seconds * check_fps(fps))))
 
 
+def reference_frame_count(n_samples_16k: int, fps: float) -> int:
+    """The reference's frame count: it appends audio chunks i = 0, 1, .. until int(i * 50 / fps) exceeds the
+    number of feature rows T = n_samples_16k // 320 (that last chunk included) — T // 2 + 2 at 25 fps."""
+    rows, per_frame = int(n_samples_16k) // 320, 50.0 / check_fps(fps)
+    i = 0
+    while int(i * per_frame) <= rows:
+        i += 1
+    return i + 1
+
+
 def audio_sample_count(n_out: int, fps: float, sample_rate: int) -> int:
     """Samples of the output audio for n_out frames: round(n_out / fps * sample_rate)."""
     return int(round(n_out / check_fps(fps) * sample_rate))
-
-
-def make_timeline(n_audio_samples: int, sample_rate: int, fps: float, n_video: int | None,
-                  length_mode: str = "audio") -> Timeline:
-    fps = check_fps(fps)
-    n_out = output_frame_count(n_audio_samples / sample_rate, fps, n_video, length_mode)
-    return Timeline(n_out, fps, int(sample_rate), audio_sample_count(n_out, fps, sample_rate), length_mode)
 
 
 def fit_audio(samples: np.ndarray, n_samples: int) -> np.ndarray:
@@ -111,98 +99,101 @@ def fit_audio(samples: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(samples, pad)
 
 
-def source_indices(n_out: int, n_video: int) -> np.ndarray:
-    """Source frame shown at each output frame (int64, length n_out): ping-pong without repeating the end frames
-    (0..n-1, n-2..1, 0, ..); a 1-frame video repeats."""
+LOOPS = ("smooth", "reference")
+
+
+def source_indices(n_out: int, n_video: int, loop: str = "smooth") -> np.ndarray:
+    """Source frame shown at each output frame (int64, length n_out). ``smooth``: forward-backward without
+    repeating the end frames (0..n-1, n-2..1, 0, ..); ``reference``: the reference's loop, whose backward passes
+    repeat the end frames (0..n-1, n-1..0, 0..). A 1-frame video repeats."""
     if n_video <= 0:
         raise InputError("The video has no frames.")
     j = np.arange(n_out, dtype=np.int64)
     if n_video == 1:
         return np.zeros(n_out, dtype=np.int64)
-    k = j % (2 * n_video - 2)
-    return np.where(k < n_video, k, 2 * n_video - 2 - k)
+    if loop == "smooth":
+        k = j % (2 * n_video - 2)
+        return np.where(k < n_video, k, 2 * n_video - 2 - k)
+    k = j % (2 * n_video)
+    return np.where(k < n_video, k, 2 * n_video - 1 - k)
+
+
+def _passes(n_video: int, loop: str) -> Iterator[range]:
+    """After the first forward pass: the source frames of the following passes, forever."""
+    backward = range(n_video - 2, 0, -1) if loop == "smooth" else range(n_video - 1, -1, -1)
+    while True:
+        yield backward
+        yield range(0, n_video)
 
 
 def _iter_frames(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     for chunk in chunks:
-        for frame in chunk:
-            yield frame
+        yield from chunk
 
 
-def _passes(n_video: int) -> Iterator[tuple[int, int, int]]:
-    """After the first forward pass: (start, stop, step) ranges of the following passes, forever."""
-    while True:
-        yield (n_video - 2, 0, -1)  # backward n-2 .. 1
-        yield (0, n_video, 1)  # forward 0 .. n-1
+def played_frames(source, n_out: int | None, *, loop: str = "smooth", start: int = 0,
+                  cache_bytes: int = 512 << 20) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield ``(output index, source index, frame)`` for output frames ``start``..n_out-1 (all source frames
+    from ``start`` when n_out is None) of a ``latentsync.inputs.FrameSource``, following ``source_indices``.
 
-
-def played_frames(source: ChunkSource, n_out: int | None, *, n_frames: int | None = None,
-                  cache_bytes: int = 512 << 20) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(source_index, frame)`` for output frames 0..n_out-1 (all source frames when n_out is None).
-
-    ``source`` is an iterable of chunks (n, ...) or a zero-argument callable returning a fresh one (re-openable,
-    enables the bounded-RAM ping-pong). ``n_frames`` is a hint of the source length (frames are kept for a
-    later ping-pong only when it says they may be needed). Raises InputError for a source without frames.
+    The first pass streams; later (backward / forward) passes use the first pass's frames while they fit in
+    ``cache_bytes``, else re-open the source (backward passes in blocks of ``cache_bytes``), so RAM stays at
+    most ``cache_bytes`` + one chunk for a re-openable source; a one-shot source keeps its frames.
     """
-    reopen = source if callable(source) else None
-    first = reopen() if reopen is not None else source
-    may_need_again = n_out is not None and (n_frames is None or n_frames < n_out)
-    cache: list[np.ndarray] | None = [] if may_need_again else None
-    used = 0
-    n_video = 0
-    for frame in _iter_frames(first):
+    if loop not in LOOPS:
+        raise InputError(f"loop must be one of {LOOPS}, got {loop!r}.")
+    looping_needed = n_out is not None and (source.n_frames is None or source.n_frames < n_out)
+    if start and not looping_needed:  # a segment of a long enough video: seek straight to it
+        for j, frame in enumerate(_iter_frames(source.open(start)), start):
+            if n_out is not None and j >= n_out:
+                return
+            yield j, j, frame
+        return
+    cache: list[np.ndarray] | None = [] if looping_needed else None
+    used, n_video = 0, 0
+    for frame in _iter_frames(source.open(0)):
         if n_out is not None and n_video >= n_out:
             return
         if cache is not None:
             used += frame.nbytes
-            if reopen is not None and used > cache_bytes:
+            if source.reopenable and used > cache_bytes:
                 cache = None  # too big to keep: later passes re-open the source instead
             else:
                 cache.append(frame)
-        yield n_video, frame
+        if n_video >= start:
+            yield n_video, n_video, frame
         n_video += 1
     if n_video == 0:
         raise InputError("The video has no frames.")
-    if n_out is None or n_video >= n_out:
-        return
     j = n_video
-    if n_video == 1:
-        frame = cache[0] if cache is not None else next(_iter_frames(reopen()))
-        while j < n_out:
-            yield 0, frame
-            j += 1
+    if n_out is None or j >= n_out:
         return
-    for start, stop, step in _passes(n_video):
-        if cache is not None:
-            for i in range(start, stop, step):
-                if j >= n_out:
-                    return
-                yield i, cache[i]
-                j += 1
-            continue
-        if step == 1:  # forward pass: stream the re-opened source
-            for i, frame in enumerate(_iter_frames(reopen())):
-                if j >= n_out:
-                    return
-                yield i, frame
-                j += 1
-            continue
-        # backward pass from a re-opened source, block by block from the end
-        per_block = max(1, cache_bytes // max(1, frame.nbytes))
-        hi = start
-        while hi > stop and j < n_out:
+    per_block = max(1, cache_bytes // max(1, frame.nbytes))
+    for order in ([0] * (n_out - j),) if n_video == 1 else _passes(n_video, loop):
+        for src, frame in _frames_in_order(source, order, cache, per_block):
+            if j >= n_out:
+                return
+            if j >= start:
+                yield j, src, frame
+            j += 1
+
+
+def _frames_in_order(source, order, cache, per_block: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The source frames listed in ``order`` (a forward or backward range, or repeats of frame 0)."""
+    if cache is not None:
+        for i in order:
+            yield i, cache[i]
+    elif not isinstance(order, range):  # a one-frame video repeated
+        frame = next(_iter_frames(source.open(0)))
+        for i in order:
+            yield i, frame
+    elif order.step == 1:
+        yield from zip(order, _iter_frames(source.open(order.start)))
+    else:  # a backward pass from a re-opened source, read in blocks of per_block frames from its end
+        hi, stop = order.start, order.stop
+        while hi > stop:
             lo = max(stop + 1, hi - per_block + 1)
-            block = []
-            for i, frame in enumerate(_iter_frames(reopen())):
-                if i >= lo:
-                    block.append(frame)
-                if i >= hi:
-                    break
+            block = list(itertools.islice(_iter_frames(source.open(lo)), hi - lo + 1))
             for k in range(len(block) - 1, -1, -1):
-                if j >= n_out:
-                    return
                 yield lo + k, block[k]
-                j += 1
             hi = lo - 1
-        if j >= n_out:
-            return

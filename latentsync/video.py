@@ -120,9 +120,10 @@ def _to_rgb(frame) -> np.ndarray:
     return upright(rgb, int(getattr(frame, "rotation", 0) or 0))
 
 
-def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
-    """Yield the video's frames as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the last chunk is shorter),
-    turned upright when the file carries a display rotation (so faces are upright and the output needs no tag)."""
+def iter_frames(path, chunk: int = 16, start: int = 0) -> Iterator[np.ndarray]:
+    """Yield the video's frames from frame ``start`` on as uint8 RGB arrays (n, H, W, 3), n ≤ ``chunk`` (only the
+    last chunk is shorter), turned upright when the file carries a display rotation (so faces are upright and the
+    output needs no tag). A ``start`` > 0 seeks to the key frame before it and decodes forward from there."""
     import av
 
     if chunk < 1:
@@ -131,9 +132,15 @@ def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
     try:
         v = _video_stream(c, path)
         v.thread_type = "AUTO"
+        index = _seek(c, v, start) if start > 0 else 0
         buf = []
         try:
             for frame in c.decode(v):
+                if index is None:  # after a seek: the frame's number from its timestamp
+                    index = _frame_index(frame, v)
+                index += 1
+                if index <= start:
+                    continue
                 buf.append(_to_rgb(frame))
                 if len(buf) == chunk:
                     yield np.stack(buf)
@@ -144,6 +151,25 @@ def iter_frames(path, chunk: int = 16) -> Iterator[np.ndarray]:
             yield np.stack(buf)
     finally:
         c.close()
+
+
+def _seek(container, stream, start: int) -> int | None:
+    """Seek to the key frame at or before frame ``start``; None = the next frame's number comes from its pts
+    (0 when the stream has no timestamps to seek by: decode from the beginning)."""
+    rate = _rate(stream)
+    if stream.time_base is None or not rate:
+        return 0
+    offset = stream.start_time or 0
+    target = offset + int(Fraction(start) / rate / stream.time_base)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
+    return None
+
+
+def _frame_index(frame, stream) -> int:
+    if frame.pts is None:
+        raise InputError("Cannot seek in this video (frames without timestamps).")
+    seconds = (frame.pts - (stream.start_time or 0)) * stream.time_base
+    return int(round(seconds * _rate(stream)))
 
 
 def read_audio(path) -> tuple[np.ndarray, int] | None:
@@ -194,14 +220,17 @@ class VideoWriter:
     ``fps`` may be a float or a Fraction (29.97 → 2997/100; pass Fraction(30000, 1001) or ``VideoInfo.rate`` for
     NTSC rates). Audio is written in full (trim/pad it beforehand to the length you want)."""
 
-    def __init__(self, path, fps, width: int, height: int, audio=None, crf: int = 18, preset: str = "medium"):
+    def __init__(self, path, fps, width: int, height: int, audio=None, crf: int = 18, preset: str = "medium",
+                 lossless: bool = False):
         self.path = Path(path)
         self.rate = _exact_rate(fps)
         self.width, self.height = int(width), int(height)
         if self.width < 1 or self.height < 1:
             raise InputError(f"Invalid video size {width}x{height}.")
         self.enc_width, self.enc_height = self.width + self.width % 2, self.height + self.height % 2
-        self.crf, self.preset = int(crf), preset
+        self.crf, self.preset, self.lossless = int(crf), preset, bool(lossless)
+        if self.lossless:  # FFV1 in RGB: frames come back bit-exact (segments of a distributed job)
+            self.enc_width, self.enc_height = self.width, self.height
         self.audio = None
         if audio is not None:
             samples, sr = audio
@@ -228,6 +257,8 @@ class VideoWriter:
         except (av.error.FFmpegError, ValueError) as e:
             raise InputError(f"Cannot write video {self.path} ({e}); use an .mp4, .mov or .mkv name.") from e
         self._container = c
+        if self.lossless:
+            return self._open_lossless(c)
         v = c.add_stream("libx264", rate=self.rate)
         v.width, v.height, v.pix_fmt = self.enc_width, self.enc_height, "yuv420p"
         self._tb = 1 / self.rate  # fixed codec time base (the muxer may change the stream's own)
@@ -246,6 +277,16 @@ class VideoWriter:
                         self.enc_width, self.enc_height)
         return self
 
+    def _open_lossless(self, container) -> "VideoWriter":
+        if self.audio is not None:
+            raise InputError("A lossless (FFV1) part is written without audio.")
+        v = container.add_stream("ffv1", rate=self.rate)
+        v.width, v.height, v.pix_fmt = self.width, self.height, "bgr0"
+        self._tb = 1 / self.rate
+        v.time_base = v.codec_context.time_base = self._tb
+        self._v = v
+        return self
+
     def write(self, frames: np.ndarray) -> None:
         """Append frames (n, H, W, 3) uint8 RGB (or one frame (H, W, 3))."""
         import av
@@ -261,7 +302,8 @@ class VideoWriter:
                                      (0, 0)), mode="edge")
         for img in frames:
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            f = f.reformat(format="yuv420p", dst_colorspace="ITU709", interpolation=_sws_flags())
+            f = f.reformat(format="bgr0") if self.lossless else \
+                f.reformat(format="yuv420p", dst_colorspace="ITU709", interpolation=_sws_flags())
             f.pts = self.n_written
             f.time_base = self._tb
             self.n_written += 1

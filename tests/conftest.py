@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 LEGACY_MEDIAPIPE = "legacy_mediapipe"
 LANDMARKER = "face_landmarker.task"
@@ -56,6 +54,32 @@ def tiny_models(tmp_path_factory) -> Path:
                    check=True, cwd=REPO_ROOT)
     (out / LANDMARKER).symlink_to(REPO_ROOT / "tests" / "fixtures" / "models" / LANDMARKER)
     return out
+
+
+@pytest.fixture(scope="session")
+def comfy_pack():
+    """The pack imported in this process the way ComfyUI imports it (a package, ``latentsync_pack``, loaded from the
+    repository's ``__init__.py``), with the vendored ComfyUI importable (CPU mode). Its ``latentsync`` is the
+    pack's own copy of the library (``latentsync_pack.latentsync``), as inside ComfyUI."""
+    import importlib.util
+
+    comfy_dir = Path(sys.prefix) / "comfyui"  # inside the venv (tools/env.sh, tools/env_today.sh)
+    if not (comfy_dir / "main.py").is_file():
+        pytest.skip("the vendored ComfyUI is not built (tools/env.sh)")
+    if str(comfy_dir) not in sys.path:
+        sys.path.append(str(comfy_dir))  # appended: ComfyUI's top-level names never shadow ours
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # no GPU here; must be set before comfy.model_management is imported
+    spec = importlib.util.spec_from_file_location("latentsync_pack", REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["latentsync_pack"] = pack
+    spec.loader.exec_module(pack)
+    import latentsync_pack.memory_limiter  # noqa: F401
+    import latentsync_pack.nodes  # noqa: F401
+
+    return pack
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,16 @@ sidecar ``unet_config.json``. One test runs the tiny set at its own 512 px.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tools.make_sample import make_frames, make_speech
+from tools.make_tiny_models import small_model_dir  # noqa: F401 (the tests' import place)
 
-from tools.make_sample import make_frames, make_speech  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 W, H = 640, 360
 # the photo at 70 % of the canvas height: the face's landmark box is then 88-94 px tall with either mediapipe
@@ -29,30 +25,37 @@ W, H = 640, 360
 PHOTO_HEIGHT = 0.7
 
 
-def small_model_dir(tiny_dir: Path, dest: Path | None = None, resolution: int = 64) -> Path:
-    """``dest`` = the tiny set (symlinked files) with the UNet config's face resolution changed. The default
-    ``dest`` sits next to ``tiny_dir``, so every test module shares one folder (and one loaded pipeline)."""
-    dest = Path(dest) if dest is not None else Path(tiny_dir).parent / f"{Path(tiny_dir).name}-r{resolution}"
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("latentsync_unet.pt", "whisper", "vae", "face_landmarker.task"):
-        link = dest / name
-        if not link.exists() and (Path(tiny_dir) / name).exists():
-            os.symlink(Path(tiny_dir).resolve() / name, link)
-    cfg = json.loads((tiny_dir / "unet_config.json").read_text())
-    cfg["resolution"] = resolution
-    (dest / "unet_config.json").write_text(json.dumps(cfg))
-    return dest
+class TinyRunner:
+    """Loaded tiny models and a call that lip-syncs arrays with them: ``runner(frames, fps, audio, settings, ...)``
+    is ``latentsync.api.lipsync_frames(..., models=runner.models)``; ``runner.pipeline`` is the pipeline itself."""
+
+    def __init__(self, models):
+        from latentsync.pipeline import LipSyncPipeline
+
+        self.models = models
+        self.pipeline = LipSyncPipeline(models)
+
+    def __call__(self, frames, fps, audio, settings=None, **options):
+        from latentsync.api import lipsync_frames
+
+        return lipsync_frames(frames, fps, audio, settings, models=self.models, **options)
 
 
 @lru_cache(maxsize=2)
-def pipeline_for(model_dir: str):
+def pipeline_for(model_dir: str) -> TinyRunner:
     import torch
 
     from latentsync.checkpoints import find_models
     from latentsync.models import load_models
-    from latentsync.pipeline import LipSyncPipeline
 
-    return LipSyncPipeline(load_models(find_models("1.6", model_dir), "cpu", torch.float32))
+    return TinyRunner(load_models(find_models("1.6", model_dir), "cpu", torch.float32))
+
+
+def low_tier_plan():
+    """The lowest GPU tier's plan (serial CFG halves), usable with CPU models."""
+    from latentsync.runtime import GIB, plan_for
+
+    return plan_for(6 * GIB, 6 * GIB, "cuda")
 
 
 @lru_cache(maxsize=16)

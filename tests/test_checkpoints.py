@@ -1,4 +1,5 @@
-"""Weight discovery, the missing-weights message, the status report and the (mocked) download."""
+"""Weight discovery, the missing-weights message, the status report, the download folder (the downloads
+themselves: test_download.py)."""
 
 from __future__ import annotations
 
@@ -110,68 +111,14 @@ def test_model_status_report(tmp_path):
     assert "All weights found." in C.model_status(models_dir=tmp_path)
 
 
-class FakeHub:
-    def __init__(self):
-        self.calls = []
-
-    def hf_hub_download(self, repo_id, filename, local_dir, **kw):
-        self.calls.append((repo_id, filename, Path(local_dir)))
-        return str(_touch(Path(local_dir) / filename, f"{repo_id}/{filename}".encode()))
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    import huggingface_hub
-
-    hub = FakeHub()
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.hf_hub_download)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    return hub
-
-
-def test_download_layout_and_skip_existing(tmp_path, fake_hub):
-    dest = tmp_path / "dl"
-    _touch(dest / "whisper" / "tiny.pt", b"mine")  # already there: not fetched again
-    paths = C.download_models("1.6", dest, progress=False)
-    assert sorted((r, f) for r, f, _ in fake_hub.calls) == [
-        ("ByteDance/LatentSync-1.6", "latentsync_unet.pt"), ("stabilityai/sd-vae-ft-mse", "config.json"),
-        ("stabilityai/sd-vae-ft-mse", "diffusion_pytorch_model.safetensors")]
-    assert {(f, d) for _, f, d in fake_hub.calls} == {("latentsync_unet.pt", dest), ("config.json", dest / "vae"),
-                                                      ("diffusion_pytorch_model.safetensors", dest / "vae")}
-    assert (dest / "whisper" / "tiny.pt").read_bytes() == b"mine"
-    assert paths == C.ModelPaths(dest / "latentsync_unet.pt", dest / "whisper" / "tiny.pt", dest / "vae", "1.6")
-    fake_hub.calls.clear()
-    C.download_models("1.6", dest)  # everything present: no hub call at all
-    assert fake_hub.calls == []
-    C.download_models("1.5", dest)  # 1.5 adds only its UNet, in its sub-folder; whisper/vae are shared
-    assert fake_hub.calls == [("ByteDance/LatentSync-1.5", "latentsync_unet.pt", dest / "latentsync-1.5")]
-    assert C.find_models("1.5", models_dir=dest).unet == dest / "latentsync-1.5" / "latentsync_unet.pt"
-
-
-def test_download_to_pack_folder_by_default(fake_hub):
-    paths = C.download_models()
-    assert paths.unet == C.PACK_CHECKPOINTS / "latentsync_unet.pt"
-    assert (C.PACK_CHECKPOINTS / "whisper" / "tiny.pt").read_bytes() == b"ByteDance/LatentSync-1.6/whisper/tiny.pt"
-
-
-def test_hf_hub_offline_is_honoured(tmp_path, fake_hub, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(MissingWeightsError) as e:
-        C.download_models("1.6", tmp_path)
-    assert fake_hub.calls == []  # no network attempt
-    msg = str(e.value)
-    assert "HF_HUB_OFFLINE" in msg and str(tmp_path / "latentsync_unet.pt") in msg and "whisper/tiny.pt" in msg
-    _full_set(tmp_path)  # nothing to fetch: offline is fine
-    assert C.download_models("1.6", tmp_path).unet == tmp_path / "latentsync_unet.pt"
-
-
-def test_download_failure_is_a_clear_error(tmp_path, monkeypatch, fake_hub):
-    import huggingface_hub
-
-    def boom(**kw):
-        raise OSError("connection refused")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", boom)
-    with pytest.raises(MissingWeightsError, match="connection refused"):
-        C.download_models("1.6", tmp_path)
+def test_download_target_is_the_first_writable_folder(tmp_path, monkeypatch):
+    blocker = _touch(tmp_path / "a_file")  # a folder below a file can never be created
+    comfy = tmp_path / "comfy" / "models" / "latentsync"  # does not exist yet: its parents are writable
+    assert C.download_target(tmp_path / "explicit", [comfy]) == tmp_path / "explicit"
+    assert C.download_target(blocker / "models", [comfy]) == comfy
+    assert C.download_target(None, [blocker / "x"]) == C.PACK_CHECKPOINTS
+    assert not comfy.exists() and not C.PACK_CHECKPOINTS.exists()  # choosing creates nothing
+    monkeypatch.setattr(C, "PACK_CHECKPOINTS", blocker / "pack")
+    with pytest.raises(MissingWeightsError, match="No writable folder") as e:
+        C.download_target(blocker / "m", [blocker / "c"])
+    assert str(blocker / "pack") in str(e.value)

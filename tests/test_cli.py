@@ -33,9 +33,9 @@ def _run(*args):
                           timeout=120)
 
 
-def test_missing_weights_stop_at_once_with_exit_code_2(tmp_path):
-    r = _run("--video", str(tmp_path / "does-not-exist.mp4"), "-o", str(tmp_path / "o.mp4"),
-             "--models-dir", str(tmp_path / "empty"))
+def test_missing_weights_stop_at_once_with_exit_code_2(sample, tmp_path):
+    r = _run("--video", str(sample[0]), "-o", str(tmp_path / "o.mp4"), "--models-dir", str(tmp_path / "empty"),
+             "--no-download")
     assert r.returncode == 2
     assert "weights are missing" in r.stderr and "python -m latentsync download" in r.stderr
     assert str(tmp_path / "empty") in r.stderr  # names the paths searched

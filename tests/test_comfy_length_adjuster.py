@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import length_adjuster as la
+from latentsync import length_adjuster as la
 from latentsync.errors import LatentSyncError
 
 SR = 16000

@@ -4,15 +4,17 @@ faceless frames mixed into one clip, face choice, jitter, paste-back of a real a
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from latentsync.errors import MissingWeightsError, NoFaceError
-from latentsync.face import FaceAligner, FaceDetector, analyze_frames, find_landmarker_model, plan_restore, \
-    restore_face, template_points
+from latentsync.errors import InputError, MissingWeightsError, NoFaceError
+from latentsync.face import DetectionSettings, FaceAligner, FaceDetector, FaceTracker, analyze_frames, \
+    find_landmarker_model, format_ranges, plan_restore, restore_face, template_points
 from latentsync.face.landmarks import LANDMARKER_URL, tasks_available
+from tools.make_sample import make_dialogue_frames, make_frames
 
 skimage_data = pytest.importorskip("skimage.data")
 PHOTO = skimage_data.astronaut()
@@ -32,9 +34,12 @@ def place(width, height, scale=1.0, angle=0.0, centre=None, photo=PHOTO, canvas=
     return out, PHOTO_POINTS @ matrix[:, :2].T + matrix[:, 2]
 
 
+MODELS = Path(__file__).parent / "fixtures" / "models"
+
+
 @pytest.fixture(scope="module")
-def models_dir(repo_root):
-    return repo_root / "tests" / "fixtures" / "models"
+def models_dir():
+    return MODELS
 
 
 @pytest.fixture(scope="module", params=[pytest.param("solutions", marks=pytest.mark.legacy_mediapipe), "tasks"])
@@ -121,13 +126,10 @@ def test_mixed_clip_flags_and_alignment(detector, caplog):
 
 def test_static_clip_is_stable(detector):
     frame, truth = place(1280, 720, 1.5, 3.0)
-    detector.reset()
     aligner = FaceAligner(512)
-    detector.redetect_every = 2  # search, track, track, search, ...: both paths must agree
-    try:
-        results = analyze_frames([frame] * 5, detector, aligner)
-    finally:
-        detector.redetect_every = 50
+    # search, track, track, search, ...: both paths must agree
+    with FaceDetector(detector.backend, model_dir=MODELS, settings=DetectionSettings(redetect_every=2)) as det:
+        results = analyze_frames([frame] * 5, det, aligner)
     assert [r.detection.tracked for r in results] == [False, True, True, False, True]
     matrices = [r.matrix.astype(np.float64) for r in results]
     # where the true points land in the crop (the translation alone mixes in rotation about the frame origin)
@@ -156,7 +158,10 @@ def test_face_choice_in_a_two_person_shot(models_dir, backend):
         with FaceDetector(backend, face=choice, model_dir=models_dir) as det:
             found = det.detect(frame)
             assert found is not None and np.abs(found.points - truth).max() < 6, choice
-            assert len(det.detect_all(frame)) == 2
+    with FaceTracker(backend, model_dir=models_dir) as tracker:
+        faces = tracker.update(frame)
+    assert list(faces) == [0, 1]  # ids left to right
+    assert np.abs(faces[0].points - left_truth).max() < 6 and np.abs(faces[1].points - right_truth).max() < 6
     with FaceDetector(backend, face="index:2", model_dir=models_dir) as det:
         assert det.detect(frame) is None
 
@@ -209,3 +214,165 @@ def test_landmarker_download_when_allowed(tmp_path, models_dir, monkeypatch):
     assert path == tmp_path / "models" / "face_landmarker.task"
     assert path.read_bytes() == (models_dir / "face_landmarker.task").read_bytes()
     assert not list((tmp_path / "models").glob("*.part"))
+
+
+# ---------------------------------------------------------------- detection controls (DetectionSettings)
+# FaceDetector's default output, recorded before DetectionSettings existed: three points per frame (2 decimals)
+# and the tracked flag, on the pipeline tests' clip (faces near the 80 px limit: searched on every frame) and
+# at 720p (search, track, track, faceless, search, track)
+DEFAULT_CLIPS = {"640x360": dict(n=8, fps=25, width=640, height=360, faceless={5, 6}),
+                 "1280x720": dict(n=6, fps=25, width=1280, height=720, faceless={3})}
+DEFAULT_DETECTIONS = {
+    "640x360": {
+        "solutions": [
+            ([297.19, 138.39, 336.2, 141.25, 315.62, 158.25], False),
+            ([297.29, 137.77, 337.25, 139.95, 316.67, 158.43], False),
+            ([297.29, 137.77, 337.25, 139.95, 316.67, 158.43], False),
+            ([297.29, 137.77, 337.25, 139.95, 316.67, 158.43], False),
+            ([300.11, 138.53, 337.77, 139.82, 317.45, 157.96], False),
+            None,
+            None,
+            ([299.76, 137.13, 340.24, 139.2, 318.08, 157.67], False),
+        ],
+        "tasks": [
+            ([298.31, 138.33, 335.99, 140.63, 315.53, 157.45], False),
+            ([299.38, 138.78, 337.3, 140.47, 316.59, 158.05], False),
+            ([299.38, 138.78, 337.3, 140.47, 316.59, 158.05], False),
+            ([299.38, 138.78, 337.3, 140.47, 316.59, 158.05], False),
+            None,
+            None,
+            None,
+            ([301.34, 138.61, 339.66, 140.69, 319.01, 158.24], False),
+        ],
+    },
+    "1280x720": {
+        "solutions": [
+            ([597.52, 276.41, 671.55, 279.56, 631.99, 314.39], False),
+            ([598.54, 276.5, 672.83, 280.12, 633.13, 314.98], True),
+            ([597.85, 277.13, 672.49, 280.09, 632.93, 315.08], True),
+            None,
+            ([598.82, 276.62, 673.6, 279.13, 634.02, 314.83], False),
+            ([598.85, 277.22, 673.48, 280.13, 634.07, 315.19], True),
+        ],
+        "tasks": [
+            ([596.83, 277.39, 671.65, 280.64, 631.54, 315.07], False),
+            ([598.07, 277.38, 672.31, 280.56, 632.79, 315.14], True),
+            ([598.0, 277.28, 672.11, 280.46, 632.78, 315.08], True),
+            None,
+            ([598.51, 276.78, 673.69, 280.25, 633.58, 314.7], False),
+            ([599.01, 277.2, 673.19, 280.52, 633.71, 315.09], True),
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("clip", DEFAULT_CLIPS)
+def test_default_detections_unchanged(detector, clip):
+    frames = make_frames(**DEFAULT_CLIPS[clip])
+    for settings in (None, DetectionSettings()):
+        with FaceDetector(detector.backend, model_dir=MODELS, settings=settings) as det:
+            found = [det.detect(f) for f in frames]
+        for i, (got, want) in enumerate(zip(found, DEFAULT_DETECTIONS[clip][detector.backend], strict=True)):
+            assert (got is None) == (want is None), i
+            if want is not None:
+                assert np.abs(got.points.ravel() - want[0]).max() <= 0.011 and got.tracked == want[1], i
+
+
+def _detect_once(backend, frame, face="largest", **settings):
+    with FaceDetector(backend, face=face, model_dir=MODELS, settings=DetectionSettings(**settings)) as det:
+        return det.detect(frame)
+
+
+def test_min_face_height_in_pixels_and_as_fraction(detector):
+    frame = make_dialogue_frames(1)[0]  # 640x360, two faces ~105 px high
+    height = _detect_once(detector.backend, frame).box
+    assert 100 <= height[3] - height[1] <= 110
+    assert _detect_once(detector.backend, frame, min_face_height=100) is not None
+    assert _detect_once(detector.backend, frame, min_face_height=120) is None
+    assert _detect_once(detector.backend, frame, min_face_height=0.25) is not None  # 90 px of 360
+    assert _detect_once(detector.backend, frame, min_face_height=0.35) is None  # 126 px
+
+
+def test_lower_min_face_height_finds_smaller_faces(detector):
+    frame, truth = place(1280, 720, 0.7, 0.0, (700, 400))  # a face ~70 px high: below the reference's 80
+    assert _detect_once(detector.backend, frame) is None
+    found = _detect_once(detector.backend, frame, min_face_height=40)  # also a finer search tile
+    assert found is not None and np.abs(found.points - truth).max() < 3
+
+
+def test_min_confidence(detector):
+    frame = make_dialogue_frames(1)[0]
+    assert _detect_once(detector.backend, frame, min_confidence=0.6) is not None
+    assert _detect_once(detector.backend, frame, min_confidence=0.99) is None
+
+
+def test_search_region_box_and_masks(detector):
+    frame = make_dialogue_frames(1)[0]
+    left, right = _detect_once(detector.backend, frame, "leftmost"), _detect_once(detector.backend, frame, "rightmost")
+    assert left.box[2] < 320 < right.box[0]
+    in_right = _detect_once(detector.backend, frame, "leftmost", region=(320, 0, 640, 360))
+    assert np.abs(in_right.points - right.points).max() < 2
+    comfy_mask = np.zeros((1, 360, 640), np.float32)  # a ComfyUI MASK batch of one
+    comfy_mask[0, :, 400:] = 1.0
+    assert _detect_once(detector.backend, frame, "largest", region=comfy_mask).box[0] > 320
+    bool_mask = np.zeros((360, 640), bool)
+    bool_mask[150:160, 150:160] = True  # only the left face's centre
+    assert _detect_once(detector.backend, frame, "rightmost", region=bool_mask).box[2] < 320
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"min_face_height": -5}, "min_face_height must be > 0"),
+    ({"min_face_height": 0}, "min_face_height must be > 0"),
+    ({"min_face_height": "big"}, "must be numbers"),
+    ({"min_confidence": 1.5}, "min_confidence must be between 0 and 1, got 1.5"),
+    ({"min_confidence": -0.1}, "min_confidence must be between 0 and 1"),
+    ({"redetect_every": 0}, "redetect_every must be a whole number of frames ≥ 1, got 0"),
+    ({"redetect_every": 2.5}, "redetect_every must be a whole number"),
+    ({"region": (10, 10, 5, 40)}, "is empty: it needs x1 > x0 and y1 > y0"),
+    ({"region": (-10, 0, 100, 100)}, "has a negative coordinate"),
+    ({"region": (0, 0, 100)}, "needs 4 numbers"),
+    ({"region": np.zeros((360, 640), bool)}, "the search region mask is empty"),
+    ({"region": np.full((360, 640), 0.2, np.float32)}, "the search region mask is empty"),
+    ({"region": np.ones((2, 360, 640), bool)}, "must be a 2-D (H, W)"),
+])
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(InputError) as info:
+        DetectionSettings(**kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("region,message", [
+    ((0, 0, 700, 300), "search region (0, 0, 700, 300) reaches outside the 640x360 frame"),
+    ((600, 300, 650, 361), "reaches outside the 640x360 frame"),
+    (np.ones((720, 1280), bool), "the search region mask is 1280x720 px but the frames are 640x360"),
+])
+def test_region_that_does_not_fit_the_frame(region, message):
+    settings = DetectionSettings(region=region)
+    with pytest.raises(InputError) as info:
+        settings.check_frame_size(640, 360)
+    assert message in str(info.value)
+    with FaceDetector(model_dir=MODELS, settings=settings) as det:
+        det._finder._backend = None  # the check comes before any landmark work
+        with pytest.raises(InputError, match="640x360"):
+            det.detect(np.zeros((360, 640, 3), np.uint8))
+
+
+def test_settings_compare_by_value():
+    mask = np.zeros((4, 6), np.float32)
+    mask[1, 2] = 1
+    a, b = DetectionSettings(region=mask), DetectionSettings(region=mask > 0.5)
+    assert a == b and hash(a) == hash(b) and a.region.dtype == bool and not a.region.flags.writeable
+    assert a != DetectionSettings(region=np.ones((4, 6), bool)) and a != DetectionSettings()
+    assert DetectionSettings(region=[1.0, 2, 30, 40]).region == (1, 2, 30, 40)
+    assert DetectionSettings() == DetectionSettings(80, 0.5, None, 50)
+    assert DetectionSettings(min_face_height=0.25).min_size(720) == (112.5, 180.0)
+    assert DetectionSettings().min_size(720) == (50.0, 80.0)
+
+
+def test_format_ranges():
+    assert format_ranges([3, 4, 5, 9, 20, 21]) == "3–5, 9, 20–21"
+    assert format_ranges([]) == ""
+    assert format_ranges({7}) == "7"
+    assert format_ranges([5, 3, 4, 4]) == "3–5"
+    frames = [0, 1, 2, 10, 20, 21, 30, 40, 41, 42, 50]
+    assert format_ranges(frames, limit=3) == "0–2, 10, 20–21, … and 3 more ranges (11 frames in all)"

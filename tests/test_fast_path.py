@@ -9,8 +9,8 @@ import torch
 
 from latentsync.checkpoints import find_models
 from latentsync.models import load_models
-from latentsync.pipeline import LipSyncPipeline, LipSyncSettings
-from pipeline_support import clip, small_model_dir, speech, torch_threads
+from latentsync.settings import LipSyncSettings
+from pipeline_support import TinyRunner, clip, low_tier_plan, small_model_dir, speech, torch_threads
 
 SETTINGS = LipSyncSettings(steps=3, guidance=1.5, seed=11)
 
@@ -21,7 +21,7 @@ def model_dir(tiny_models, tmp_path_factory):
 
 
 def _run(model_dir, dtype):
-    pipe = LipSyncPipeline(load_models(find_models("1.6", model_dir), "cpu", dtype))
+    pipe = TinyRunner(load_models(find_models("1.6", model_dir), "cpu", dtype))
     assert pipe.models.unet.dtype == dtype and pipe.models.vae.dtype == dtype
     with torch_threads(1):
         return pipe(clip(8, 25), 25, speech(8 / 25), SETTINGS).frames
@@ -56,6 +56,6 @@ def test_serial_cfg_halves_equal_the_doubled_batch(pipe, deepcache):
     with torch_threads(1), UNetCalls(pipe.models.unet) as batched:
         ref = pipe(frames, 25, audio, base).frames
     with torch_threads(1), UNetCalls(pipe.models.unet) as serial:
-        out = pipe(frames, 25, audio, replace(base, cfg_serial=True)).frames
+        out = pipe(frames, 25, audio, base, plan=low_tier_plan()).frames
     assert [s[0] for s in batched.shapes] == [2] * 4 and [s[0] for s in serial.shapes] == [1] * 8
     assert np.abs(out.astype(np.int16) - ref.astype(np.int16)).max() <= 1

@@ -11,7 +11,8 @@ import torch
 
 from latentsync import timeline as tl
 from latentsync.errors import CancelledError
-from latentsync.pipeline import LipSyncSettings
+from latentsync.inputs import FrameSource
+from latentsync.settings import LipSyncSettings
 from pipeline_support import UNetCalls, changed_box, clip, pipeline_for, speech
 
 FAST = LipSyncSettings(steps=1, guidance=1.0, seed=3)
@@ -116,16 +117,19 @@ def test_streaming_equals_in_memory_and_reopened_ping_pong(pipe):
     audio = speech(12 / 25)
     whole = pipe(frames, 25, audio, FAST).frames
     chunks = [frames[i:i + 2] for i in range(0, 5, 2)]
-    streamed = np.concatenate(list(pipe.stream(iter(chunks), 25, audio, FAST)))
+    job = pipe.pipeline.prepare(audio, 25, FAST)  # a one-shot source of unknown length
+    streamed = np.concatenate(list(pipe.pipeline.stream(FrameSource.from_chunks(iter(chunks)), job)))
     np.testing.assert_array_equal(streamed, whole)
     opened = []
+    array_source = FrameSource.from_array(frames, chunk=2)
 
-    def reopen():
-        opened.append(1)
-        return iter([frames[i:i + 2].copy() for i in range(0, 5, 2)])
+    def open_at(start):
+        opened.append(start)
+        return array_source.open(start)
 
     tiny_cache = LipSyncSettings(steps=1, guidance=1.0, seed=3, cache_mb=0)  # force re-reading the source
-    reread = np.concatenate(list(pipe.stream(reopen, 25, audio, tiny_cache, n_frames=5)))
+    job = pipe.pipeline.prepare(audio, 25, tiny_cache, n_frames=5)
+    reread = np.concatenate(list(pipe.pipeline.stream(FrameSource(open_at, 5), job)))
     np.testing.assert_array_equal(reread, whole)
     assert len(opened) > 1
 
@@ -166,11 +170,11 @@ def test_tasks_backend_finds_its_model_in_the_models_folder(tiny_models, tmp_pat
     from pipeline_support import small_model_dir
     from latentsync.checkpoints import find_models
     from latentsync.models import load_models
-    from latentsync.pipeline import LipSyncPipeline
+    from pipeline_support import TinyRunner
 
     folder = small_model_dir(tiny_models, tmp_path / "models")
     assert (folder / "face_landmarker.task").is_file()  # linked from the tiny set (tests/conftest.py)
-    tasks_pipe = LipSyncPipeline(load_models(find_models("1.6", folder), "cpu", torch.float32))
+    tasks_pipe = TinyRunner(load_models(find_models("1.6", folder), "cpu", torch.float32))
     assert tasks_pipe.models.model_dir == folder
     frames = clip(4, 25)
     res = tasks_pipe(frames, 25, speech(4 / 25), LipSyncSettings(steps=1, guidance=1.0, face_backend="tasks"))

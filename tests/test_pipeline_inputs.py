@@ -8,7 +8,8 @@ import torch
 
 from latentsync.errors import InputError, LatentSyncError
 from latentsync.inputs import frames_to_uint8, parse_audio
-from latentsync.pipeline import LipSyncSettings
+from latentsync.inputs import FrameSource
+from latentsync.settings import LipSyncSettings
 from pipeline_support import UNetCalls, clip, speech
 
 FAST = LipSyncSettings(steps=1, guidance=1.0)
@@ -67,7 +68,7 @@ def test_bad_frames_are_one_input_error(pipe, case):
 
 def test_bad_settings_and_fps_are_input_errors(pipe):
     for kwargs in ({"steps": 0}, {"guidance": 0.5}, {"length_mode": "loop"}, {"version": "2.0"},
-                   {"window_batch": 0}, {"audio_mode": "x"}, {"face": "tallest"}):
+                   {"window_batch": -1}, {"vae_slice": 1.5}, {"face": "tallest"}):
         with pytest.raises(InputError):
             LipSyncSettings(**kwargs)
     for fps in (0, -25, float("nan")):
@@ -78,7 +79,8 @@ def test_bad_settings_and_fps_are_input_errors(pipe):
 def test_frames_in_a_stream_must_keep_their_size(pipe):
     chunks = [clip(2, 25), np.zeros((2, 200, 300, 3), np.uint8)]
     with pytest.raises(InputError, match="same size"):
-        list(pipe.stream(iter(chunks), 25, speech(0.16), FAST))
+        job = pipe.pipeline.prepare(speech(0.16), 25, FAST)
+        list(pipe.pipeline.stream(FrameSource.from_chunks(iter(chunks)), job))
 
 
 def test_grayscale_and_rgba_are_converted():
@@ -92,9 +94,10 @@ def test_grayscale_and_rgba_are_converted():
 
 def test_audio_forms_are_equivalent():
     x = (np.sin(np.arange(4000) / 5) * 0.5).astype(np.float32)
-    a, sr = parse_audio((x, 16000))
-    b, _ = parse_audio({"waveform": torch.from_numpy(x)[None, None], "sample_rate": 16000})
-    c, _ = parse_audio(((x * 32767).astype(np.int16), 16000))
+    first = parse_audio((x, 16000))
+    a, sr = first.samples, first.sample_rate
+    b = parse_audio({"waveform": torch.from_numpy(x)[None, None], "sample_rate": 16000}).samples
+    c = parse_audio(((x * 32767).astype(np.int16), 16000)).samples
     assert sr == 16000 and a.shape == b.shape == c.shape == (1, 4000)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a, c, atol=1e-4)

@@ -16,6 +16,18 @@ TINY = dict(block_out_channels=[8, 16, 16, 16], down_block_types=["DownEncoderBl
             sample_size=32)
 
 
+def diffusers_to_ldm_vae(state_dict, n_blocks: int = 4) -> dict:
+    """A diffusers AutoencoderKL state dict in the original LDM layout (attention weights as 1x1 convs), the form
+    of single-file VAEs such as vae-ft-mse-840000-ema-pruned.safetensors."""
+    out = {}
+    for key, value in state_dict.items():
+        name = V.ldm_vae_key(key, n_blocks)
+        if ".mid.attn_1." in name and name.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]
+        out[name] = value
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_vae(tmp_path_factory):
     from diffusers import AutoencoderKL
@@ -25,7 +37,7 @@ def tiny_vae(tmp_path_factory):
         torch.manual_seed(0)
         model = AutoencoderKL(**TINY).eval()
     model.save_pretrained(str(d / "vae"))
-    ldm = V.diffusers_to_ldm_vae(model.state_dict())
+    ldm = diffusers_to_ldm_vae(model.state_dict())
     save_file({k: v.contiguous() for k, v in ldm.items()}, str(d / "vae-ft-mse-tiny.safetensors"))
     torch.save({"state_dict": {"first_stage_model." + k: v for k, v in ldm.items()},
                 "global_step": 1}, d / "sd-full.ckpt")
@@ -84,7 +96,7 @@ def test_dtype_and_missing_key_never_random(tiny_vae, tmp_path):
     d, _ = tiny_vae
     half = V.load_vae(d / "vae", dtype=torch.bfloat16)
     assert all(p.dtype == torch.bfloat16 for p in half.parameters())
-    ldm = V.diffusers_to_ldm_vae(V.load_vae(d / "vae").state_dict())
+    ldm = diffusers_to_ldm_vae(V.load_vae(d / "vae").state_dict())
     del ldm["decoder.mid.attn_1.q.weight"]
     ldm["decoder.mid.attn_1.extra.weight"] = torch.zeros(2)
     ldm["decoder.unknown.weight"] = torch.zeros(2)
@@ -122,7 +134,7 @@ def test_full_size_ldm_layout_converts_exactly():
     cfg = {k: v for k, v in V.load_vae_config().items() if not k.startswith("_")}
     model = V._build_empty(cfg)
     sd = model.state_dict()
-    ldm = V.diffusers_to_ldm_vae(sd)
+    ldm = diffusers_to_ldm_vae(sd)
     assert ldm["decoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
     ldm["model_ema.decay"] = torch.empty(())
     converted, unplaced = V.to_diffusers_vae_state_dict({"first_stage_model." + k: v for k, v in ldm.items()}, cfg)

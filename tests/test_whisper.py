@@ -143,7 +143,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="not an OpenAI Whisper checkpoint"):
         load_whisper_encoder(tmp_path / "unet_like.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointMismatchError, match="Could not read"):
+    with pytest.raises(CheckpointMismatchError, match="garbage.pt could not be read as a PyTorch checkpoint"):
         load_whisper_encoder(tmp_path / "garbage.pt")
     (tmp_path / "hf").mkdir()
     whisper_config_from_dims({"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 2,

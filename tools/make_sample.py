@@ -4,8 +4,8 @@ voice-like signal).
 
     python tools/make_sample.py OUT_DIR [--seconds 4] [--fps 25] [--width 1280] [--height 720]
 writes OUT_DIR/sample.mp4 (video with its speech track) and OUT_DIR/speech.wav, and prints both paths.
-Functions (reused by tests and bench): ``astronaut``, ``make_frames``, ``make_speech``, ``write_wav``,
-``write_sample``.
+Functions (reused by tests and bench): ``astronaut``, ``make_frames``, ``make_dialogue_frames`` (two people) and
+its ``dialogue_layout``, ``make_speech``, ``write_wav``, ``write_sample``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import argparse
 import math
 import shutil
 import subprocess
-import sys
 import tempfile
 import wave
 from functools import lru_cache
@@ -68,6 +67,51 @@ def make_frames(n: int, fps: float = 25, width: int = 1280, height: int = 720, f
     """``n`` frames uint8 (n, H, W, 3); frames whose index is in ``faceless`` show only the background."""
     faceless = set(faceless)
     return np.stack([frame_at(i, fps, width, height, i not in faceless, photo_height) for i in range(n)])
+
+
+def dialogue_layout(i: int, fps: float, width: int = 640, height: int = 360) -> tuple[int, list[tuple[int, int]]]:
+    """Photo side and top-left corners (left person, right person) in frame ``i`` of the two-person shot: each
+    photo about 85 % of the canvas height (at most half its width), drifting a few pixels independently."""
+    size = max(64, min(int(height * 0.85), (width - 40) // 2)) // 2 * 2
+    t = i / fps
+    gap = (width - 2 * size) // 3
+    corners = []
+    for x_base, phase in ((gap, 0.0), (width - gap - size, 2.0)):
+        corners.append((x_base + int(round(4 * math.sin(2 * math.pi * 0.5 * t + phase))),
+                        (height - size) // 2 + int(round(3 * math.sin(2 * math.pi * 0.3 * t + 1.0 + phase)))))
+    return size, corners
+
+
+def dialogue_frame_at(i: int, fps: float, width: int = 640, height: int = 360, show_left: bool = True,
+                      show_right: bool = True) -> np.ndarray:
+    """Frame ``i`` of a two-person shot (see ``dialogue_layout``): the photo on the left and, mirrored, on the
+    right."""
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = BACKGROUND
+    size, corners = dialogue_layout(i, fps, width, height)
+    for show, (x0, y0), img in ((show_left, corners[0], astronaut(size)),
+                                (show_right, corners[1], astronaut(size)[:, ::-1])):
+        if not show:
+            continue
+        xs, ys = max(0, x0), max(0, y0)
+        xe, ye = min(width, x0 + size), min(height, y0 + size)
+        canvas[ys:ye, xs:xe] = img[ys - y0:ye - y0, xs - x0:xe - x0]
+    return canvas
+
+
+def make_dialogue_frames(n: int, fps: float = 25, width: int = 640, height: int = 360, hidden=None,
+                         hidden_side: str = "right") -> np.ndarray:
+    """``n`` frames uint8 (n, H, W, 3) of two people (see ``dialogue_frame_at``); frames ``hidden[0]`` up to
+    (not including) ``hidden[1]`` show the ``hidden_side`` ("left" or "right") person covered by background."""
+    if hidden_side not in ("left", "right"):
+        raise ValueError(f"hidden_side must be 'left' or 'right', got {hidden_side!r}")
+    start, stop = hidden if hidden is not None else (0, 0)
+    frames = []
+    for i in range(n):
+        covered = start <= i < stop
+        frames.append(dialogue_frame_at(i, fps, width, height, not (covered and hidden_side == "left"),
+                                        not (covered and hidden_side == "right")))
+    return np.stack(frames)
 
 
 def iter_frames(n: int, fps: float = 25, width: int = 1280, height: int = 720, chunk: int = 16):
@@ -147,7 +191,6 @@ def write_wav(path, samples: np.ndarray, sr: int) -> Path:
 def write_sample(out_dir, seconds: float = 4.0, fps: float = 25, width: int = 1280, height: int = 720,
                  sr: int = 44100) -> tuple[Path, Path]:
     """Write ``sample.mp4`` (with its audio) and ``speech.wav`` into ``out_dir``; returns both paths."""
-    sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None
     from latentsync.video import VideoWriter
 
     out = Path(out_dir)

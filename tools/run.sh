@@ -2,12 +2,13 @@
 # The main job: lip-sync a talking-head clip with LatentSync 1.6 through the command line.
 #   bash tools/run.sh                                  # generated sample (astronaut + speech) → out/run/result.mp4
 #   bash tools/run.sh VIDEO [AUDIO] [extra CLI options, e.g. --steps 20 --deepcache --models-dir DIR]
-# Builds/reuses the venv (tools/env.sh). Without the weights it prints the missing-weights message (and how to
-# download them) and exits non-zero before decoding anything.
+# Builds/reuses the venv (tools/env.sh; LATENTSYNC_VENV picks another one). Missing weights are downloaded first
+# (resumable, with a progress bar) unless --no-download is given; offline (HF_HUB_OFFLINE=1, no network) it prints
+# the missing-weights message and exits 2 within seconds, before generating or decoding anything.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/tools/env.sh"
-PY="$ROOT/.venv/bin/python"
+PY="${LATENTSYNC_VENV:-$ROOT/.venv}/bin/python"
 OUT="$ROOT/out/run"
 mkdir -p "$OUT"
 cd "$ROOT"
@@ -16,14 +17,15 @@ if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then
   AUDIO_ARGS=()
   if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then AUDIO_ARGS=(--audio "$1"); shift; fi
 else
-  # weights first: without them the CLI below prints the missing-weights message and exits 2 at once
-  STATUS_ARGS=(); prev=""
+  # weights before the sample clip: without them (and no way to download them) stop at once with exit 2
+  WEIGHTS_CMD=download; WEIGHTS_ARGS=(); prev=""
   for a in "$@"; do
-    case "$prev" in --models-dir|--version) STATUS_ARGS+=("$prev" "$a");; esac
-    case "$a" in --models-dir=*|--version=*) STATUS_ARGS+=("$a");; esac
+    case "$prev" in --models-dir|--version) WEIGHTS_ARGS+=("$prev" "$a");; esac
+    case "$a" in --models-dir=*|--version=*) WEIGHTS_ARGS+=("$a");; --no-download) WEIGHTS_CMD=status;; esac
     prev="$a"
   done
-  if "$PY" -m latentsync status "${STATUS_ARGS[@]}" >/dev/null 2>&1 && [ ! -f "$OUT/sample/sample.mp4" ]; then
+  "$PY" -m latentsync "$WEIGHTS_CMD" "${WEIGHTS_ARGS[@]}"
+  if [ ! -f "$OUT/sample/sample.mp4" ]; then
     echo "[run] generating a sample clip in $OUT/sample" >&2
     "$PY" tools/make_sample.py "$OUT/sample" --seconds 5 >/dev/null
   fi

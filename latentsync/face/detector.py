@@ -9,7 +9,11 @@ halves of it down to ``FINE_TILE`` px (where an 80 px face is still ~12 % of the
 scored by a second model (see ``SolutionsMesh.verify``). Tracking (every other frame):
 the landmark model runs on a square crop of twice the previous face size around the previous face, scaled
 to ≤ ``TRACK_SIDE`` px — a few ms per frame whatever the frame size. A frame without an acceptable face gives
-None, never an exception.
+None, never an exception. ``FaceFinder`` holds these search and tracking steps; ``FaceTracker`` (tracks.py)
+uses them for every face.
+
+``DetectionSettings`` set which faces count (size, confidence, region) and the re-search interval; a smaller
+minimum face height also shrinks the finest search tile in proportion, so smaller faces stay in reach.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from .landmarks import MIN_SCORE, RawFace, make_backend
-from .select import acceptable, choose, left_to_right, parse_choice
+from .detection_settings import DetectionSettings
+from .landmarks import RawFace, make_backend
+from .select import MIN_HEIGHT, acceptable, choose, parse_choice
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ TRACK_SIDE = 320
 TRACK_CONTEXT = 2.0  # crop side / face size
 VERIFY_CONTEXT, VERIFY_SIDE = 2.0, 256
 FINE_TILE = 660
+MIN_TILE = 200  # the finest search tile, however small the minimum face height
 
 
 class Detection:
@@ -63,22 +69,22 @@ def _scaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _tile_sides(height: int, width: int) -> list[int]:
-    """Square tile sides: the short side, then halving down to FINE_TILE, the side at which the smallest
-    acceptable face (≈ 80 px high) still spans ~12 % of the tile, the detector's reach."""
+def _tile_sides(height: int, width: int, fine_tile: int = FINE_TILE) -> list[int]:
+    """Square tile sides: the short side, then halving down to ``fine_tile``, the side at which the smallest
+    acceptable face (≈ 80 px high at FINE_TILE) still spans ~12 % of the tile, the detector's reach."""
     short = min(height, width)
     sides = [] if height == width else [short]
     side = short
-    while side > FINE_TILE * 1.2:
-        side = max(side // 2, FINE_TILE)
+    while side > fine_tile * 1.2:
+        side = max(side // 2, fine_tile)
         sides.append(side)
     return sides
 
 
-def _tiles(height: int, width: int) -> list[tuple[int, int, int, int]]:
+def _tiles(height: int, width: int, fine_tile: int = FINE_TILE) -> list[tuple[int, int, int, int]]:
     """(x0, y0, x1, y1) squares of each tile side with 25 % overlap."""
     out = []
-    for side in _tile_sides(height, width):
+    for side in _tile_sides(height, width, fine_tile):
         stride = max(1, int(side * 0.75))
         ys = sorted({*range(0, max(height - side, 0) + 1, stride), max(height - side, 0)})
         xs = sorted({*range(0, max(width - side, 0) + 1, stride), max(width - side, 0)})
@@ -86,7 +92,7 @@ def _tiles(height: int, width: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def _overlap_small(a, b) -> float:
+def box_overlap(a, b) -> float:
     """Intersection over the smaller box's area."""
     iw = min(a[2], b[2]) - max(a[0], b[0])
     ih = min(a[3], b[3]) - max(a[1], b[1])
@@ -96,6 +102,98 @@ def _overlap_small(a, b) -> float:
     return iw * ih / max(small, 1e-6)
 
 
+class FaceFinder:
+    """Search and tracking steps on one landmark backend under ``DetectionSettings`` (used by FaceDetector and
+    FaceTracker). ``check`` each frame first: it validates the frame and, once per frame size, the settings."""
+
+    def __init__(self, backend: str = "auto", model_dir=None, *, allow_download: bool = False, max_faces: int = 4,
+                 settings: DetectionSettings | None = None):
+        self.settings = settings if settings is not None else DetectionSettings()
+        if not isinstance(self.settings, DetectionSettings):
+            raise InputError(f"settings must be a DetectionSettings, got {type(self.settings).__name__}")
+        self._backend = make_backend(backend, model_dir, allow_download, max(4, int(max_faces)),
+                                     self.settings.min_confidence)
+        self.name = self._backend.name
+        self._checked_shape: tuple[int, int] | None = None
+
+    def check(self, frame: np.ndarray) -> None:
+        """InputError for a frame that is not HxWx3 uint8 or that the settings do not fit (region, mask)."""
+        _check_frame(frame)
+        if frame.shape[:2] != self._checked_shape:
+            self.settings.check_frame_size(frame.shape[1], frame.shape[0])
+            self._checked_shape = frame.shape[:2]
+
+    def accepts(self, box, score: float, frame_height: int) -> bool:
+        settings = self.settings
+        return (acceptable(box, score, settings.min_confidence, settings.min_size(frame_height))
+                and settings.in_region(box))
+
+    def search(self, frame: np.ndarray) -> list[RawFace]:
+        """Every acceptable face of ``frame`` (whole frame, then tiles; duplicates merged; verified)."""
+        height, width = frame.shape[:2]
+        fine_tile = round(FINE_TILE * self.settings.min_size(height)[1] / MIN_HEIGHT)
+        found: list[RawFace] = []
+        for box in [(0, 0, width, height), *_tiles(height, width, max(fine_tile, MIN_TILE))]:
+            for raw in self._run(frame, box, SEARCH_SIDE):
+                if not self.accepts(raw.box, raw.score, height):
+                    continue
+                if all(box_overlap(raw.box, other.box) < 0.5 for other in found):
+                    found.append(raw)
+        verify = getattr(self._backend, "verify", None)
+        if verify is not None:
+            for raw in found:
+                raw.score = verify(_crop(frame, raw.box, VERIFY_CONTEXT, VERIFY_SIDE)[0])
+            found = [raw for raw in found if raw.score >= self.settings.min_confidence]
+        return found
+
+    def refine(self, frame: np.ndarray, raw: RawFace) -> Detection:
+        """A searched face with its landmarks found again on a face-sized crop (sharper points)."""
+        chosen = Detection.from_raw(raw)
+        refined = self.track(frame, chosen)
+        if refined is not None:
+            refined.tracked = False
+            return refined
+        return chosen
+
+    def track(self, frame: np.ndarray, last: Detection) -> Detection | None:
+        """The acceptable face nearest ``last`` in a crop around it, or None."""
+        image, box, scale = _crop(frame, last.box, TRACK_CONTEXT, TRACK_SIDE)
+        if min(image.shape[:2]) < 16:
+            return None
+        cx, cy = (last.box[0] + last.box[2]) / 2, (last.box[1] + last.box[3]) / 2
+        best, best_d = None, None
+        for raw in (r.shifted(box[0], box[1], scale) for r in self._backend(image)):
+            raw.score = last.score  # a tracked face keeps the score its search gave it
+            if box_overlap(raw.box, last.box) < 0.3 or not self.accepts(raw.box, raw.score, frame.shape[0]):
+                continue
+            rx, ry = (raw.box[0] + raw.box[2]) / 2, (raw.box[1] + raw.box[3]) / 2
+            d = (rx - cx) ** 2 + (ry - cy) ** 2
+            if best_d is None or d < best_d:
+                best, best_d = raw, d
+        return None if best is None else Detection.from_raw(best, tracked=True)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def _run(self, frame: np.ndarray, box, max_side: int) -> list[RawFace]:
+        x0, y0, x1, y1 = box
+        image, scale = _scaled(frame[y0:y1, x0:x1], max_side)
+        return [r.shifted(x0, y0, scale) for r in self._backend(image)]
+
+
+def _crop(frame: np.ndarray, box, context: float, max_side: int):
+    """Square crop of ``context`` × the box size around its centre (clipped), scaled to ≤ max_side."""
+    height, width = frame.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = max(box[2] - box[0], box[3] - box[1]) * context / 2
+    x0, y0 = max(int(cx - half), 0), max(int(cy - half), 0)
+    x1, y1 = min(int(cx + half) + 1, width), min(int(cy + half) + 1, height)
+    image, scale = _scaled(frame[y0:y1, x0:x1], max_side)
+    return image, (x0, y0, x1, y1), scale
+
+
 class FaceDetector:
     """Finds the chosen face per frame. Stateful per video (tracking): call ``reset`` between videos.
 
@@ -103,16 +201,17 @@ class FaceDetector:
     face: "largest" (reference), "leftmost", "rightmost", "center" or "index:N" (left to right from 0);
     aliases "left", "right", "centre".
     model_dir: folder with ``face_landmarker.task`` for the Tasks backend (and insightface's models).
+    settings: DetectionSettings (minimum face size, confidence, search region, re-search interval).
     """
 
     def __init__(self, backend: str = "auto", face="largest", model_dir=None, *, allow_download: bool = False,
-                 max_faces: int = 4, track: bool = True, redetect_every: int = 50, min_score: float = MIN_SCORE):
+                 max_faces: int = 4, track: bool = True, settings: DetectionSettings | None = None):
         self.choice = parse_choice(face)
-        self.min_score = min_score
         self.track = track
-        self.redetect_every = max(1, int(redetect_every))
-        self._backend = make_backend(backend, model_dir, allow_download, max(4, int(max_faces)))
-        self.backend = self._backend.name
+        self._finder = FaceFinder(backend, model_dir, allow_download=allow_download, max_faces=max_faces,
+                                  settings=settings)
+        self.settings = self._finder.settings
+        self.backend = self._finder.name
         self._last: Detection | None = None
         self._since_search = 0
         self._warned = False
@@ -120,18 +219,19 @@ class FaceDetector:
     # ------------------------------------------------------------------ public
     def detect(self, frame: np.ndarray) -> Detection | None:
         """The chosen acceptable face of ``frame`` (uint8 HxWx3 RGB), or None. Never raises for a frame
-        without a face; a backend failure is logged and gives None."""
-        _check_frame(frame)
+        without a face; a backend failure is logged and gives None. InputError for a bad frame or settings
+        that do not fit it (checked before the frame is processed)."""
+        self._finder.check(frame)
         try:
             last = self._last if self.track else None
             if last is None:
                 found = self._search_choice(frame)
-            elif self._since_search >= self.redetect_every:  # periodic re-search (the choice may change)
+            elif self._since_search >= self.settings.redetect_every:  # periodic re-search (the choice may change)
                 found = self._search_choice(frame)
                 if found is None:  # the search can miss a face tracking still holds (e.g. near the size limit)
-                    found = self._track(frame, last)
+                    found = self._finder.track(frame, last)
             else:
-                found = self._track(frame, last)
+                found = self._finder.track(frame, last)
                 if found is None:
                     found = self._search_choice(frame)
                 else:
@@ -148,20 +248,12 @@ class FaceDetector:
             self._last = None
             return None
 
-    def detect_all(self, frame: np.ndarray) -> list[Detection]:
-        """Every acceptable face of ``frame`` (full search), left to right."""
-        _check_frame(frame)
-        faces = [Detection.from_raw(r) for r in self._search(frame)]
-        return [faces[i] for i in left_to_right([f.box for f in faces])]
-
     def reset(self) -> None:
         self._last = None
         self._since_search = 0
 
     def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
+        self._finder.close()
 
     def __enter__(self):
         return self
@@ -170,66 +262,11 @@ class FaceDetector:
         self.close()
 
     # ------------------------------------------------------------------ internals
-    def _run(self, frame: np.ndarray, box, max_side: int) -> list[RawFace]:
-        x0, y0, x1, y1 = box
-        image, scale = _scaled(frame[y0:y1, x0:x1], max_side)
-        return [r.shifted(x0, y0, scale) for r in self._backend(image)]
-
-    def _search(self, frame: np.ndarray) -> list[RawFace]:
-        height, width = frame.shape[:2]
-        found: list[RawFace] = []
-        for box in [(0, 0, width, height), *_tiles(height, width)]:
-            for raw in self._run(frame, box, SEARCH_SIDE):
-                if not acceptable(raw.box, raw.score, self.min_score):
-                    continue
-                if all(_overlap_small(raw.box, other.box) < 0.5 for other in found):
-                    found.append(raw)
-        verify = getattr(self._backend, "verify", None)
-        if verify is not None:
-            for raw in found:
-                raw.score = verify(self._crop(frame, raw.box, VERIFY_CONTEXT, VERIFY_SIDE)[0])
-            found = [raw for raw in found if raw.score >= self.min_score]
-        return found
-
-    @staticmethod
-    def _crop(frame: np.ndarray, box, context: float, max_side: int):
-        """Square crop of ``context`` × the box size around its centre (clipped), scaled to ≤ max_side."""
-        height, width = frame.shape[:2]
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        half = max(box[2] - box[0], box[3] - box[1]) * context / 2
-        x0, y0 = max(int(cx - half), 0), max(int(cy - half), 0)
-        x1, y1 = min(int(cx + half) + 1, width), min(int(cy + half) + 1, height)
-        image, scale = _scaled(frame[y0:y1, x0:x1], max_side)
-        return image, (x0, y0, x1, y1), scale
-
     def _search_choice(self, frame: np.ndarray) -> Detection | None:
         self._since_search = 0
-        faces = self._search(frame)
+        faces = self._finder.search(frame)
         index = choose([f.box for f in faces], self.choice, (frame.shape[1], frame.shape[0]))
-        if index is None:
-            return None
-        chosen = Detection.from_raw(faces[index])
-        refined = self._track(frame, chosen)  # landmarks again on a face-sized crop: sharper points
-        if refined is not None:
-            refined.tracked = False
-            return refined
-        return chosen
-
-    def _track(self, frame: np.ndarray, last: Detection) -> Detection | None:
-        image, box, scale = self._crop(frame, last.box, TRACK_CONTEXT, TRACK_SIDE)
-        if min(image.shape[:2]) < 16:
-            return None
-        cx, cy = (last.box[0] + last.box[2]) / 2, (last.box[1] + last.box[3]) / 2
-        best, best_d = None, None
-        for raw in (r.shifted(box[0], box[1], scale) for r in self._backend(image)):
-            raw.score = last.score  # a tracked face keeps the score its search gave it
-            if _overlap_small(raw.box, last.box) < 0.3 or not acceptable(raw.box, raw.score, self.min_score):
-                continue
-            rx, ry = (raw.box[0] + raw.box[2]) / 2, (raw.box[1] + raw.box[3]) / 2
-            d = (rx - cx) ** 2 + (ry - cy) ** 2
-            if best_d is None or d < best_d:
-                best, best_d = raw, d
-        return None if best is None else Detection.from_raw(best, tracked=True)
+        return None if index is None else self._finder.refine(frame, faces[index])
 
 
 def _check_frame(frame) -> None:

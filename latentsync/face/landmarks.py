@@ -28,12 +28,12 @@ off vertically.
 from __future__ import annotations
 
 import logging
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..download import fetch_url
 from ..errors import InputError, MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -128,26 +128,20 @@ def available_backends() -> list[str]:
     return names
 
 
-def find_landmarker_model(model_dir=None, allow_download: bool = False) -> Path:
-    """Path of ``face_landmarker.task`` in ``model_dir`` (or ``model_dir/mediapipe``); downloads it once into
-    ``model_dir`` when allowed; otherwise raises MissingWeightsError saying where to put it."""
+def find_landmarker_model(model_dir=None, allow_download: bool = False, *, progress=None) -> Path:
+    """Path of ``face_landmarker.task`` in ``model_dir`` (or ``model_dir/mediapipe``); when allowed, downloads it
+    once into ``model_dir`` (resumable, progress bar, no network use under HF_HUB_OFFLINE, an unreachable host
+    fails at once: ``latentsync.download.fetch_url``); otherwise raises MissingWeightsError saying where to put it."""
     dirs = [Path(model_dir), Path(model_dir) / "mediapipe"] if model_dir else []
     for folder in dirs:
         if (folder / LANDMARKER_FILE).is_file():
             return folder / LANDMARKER_FILE
     if model_dir and allow_download:
         target = Path(model_dir) / LANDMARKER_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".part")
         log.info("downloading %s to %s", LANDMARKER_URL, target)
         try:
-            with urllib.request.urlopen(LANDMARKER_URL, timeout=60) as response, open(partial, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-            partial.replace(target)
-            return target
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
+            return fetch_url(LANDMARKER_URL, target, progress=progress)
+        except MissingWeightsError as exc:
             raise MissingWeightsError(f"could not download {LANDMARKER_URL} ({exc}); download it by hand and "
                                       f"put it at {target}") from exc
     searched = ", ".join(str(d / LANDMARKER_FILE) for d in dirs) or "(no models folder given)"
@@ -222,8 +216,8 @@ class InsightFaceBackend:
 
         kwargs = {"root": str(model_dir)} if model_dir else {}
         self._app = FaceAnalysis(allowed_modules=["detection", "landmark_2d_106"], **kwargs)
-        self._app.prepare(ctx_id=-1, det_size=(512, 512))
-        self._max_faces, self._min_score = max_faces, min_score
+        self._app.prepare(ctx_id=-1, det_thresh=min_score, det_size=(512, 512))
+        self._max_faces = max_faces
 
     def __call__(self, image: np.ndarray) -> list[RawFace]:
         faces = self._app.get(np.ascontiguousarray(image[:, :, ::-1]))  # insightface expects BGR
@@ -240,9 +234,10 @@ class InsightFaceBackend:
         self._app = None
 
 
-def make_backend(name: str = "auto", model_dir=None, allow_download: bool = False, max_faces: int = 4):
+def make_backend(name: str = "auto", model_dir=None, allow_download: bool = False, max_faces: int = 4,
+                 min_score: float = MIN_SCORE):
     """Build a landmark backend. ``auto``: solutions FaceMesh if mediapipe has it, else the Tasks API (model
-    file from ``model_dir``), else InsightFace."""
+    file from ``model_dir``), else InsightFace. ``min_score``: the backend's own face detection threshold."""
     name = (name or "auto").lower()
     if name in ("mediapipe", "legacy"):
         name = "solutions"
@@ -258,13 +253,13 @@ def make_backend(name: str = "auto", model_dir=None, allow_download: bool = Fals
     if name == "solutions":
         if not solutions_available():
             raise InputError("this mediapipe has no legacy 'solutions' FaceMesh; use backend='tasks'")
-        return SolutionsMesh(max_faces=max_faces)
+        return SolutionsMesh(max_faces=max_faces, min_score=min_score)
     if name == "tasks":
         if not tasks_available():
             raise InputError("mediapipe's Tasks API is not available; install mediapipe>=0.10.14")
-        return TasksMesh(find_landmarker_model(model_dir, allow_download), max_faces=max_faces)
+        return TasksMesh(find_landmarker_model(model_dir, allow_download), max_faces=max_faces, min_score=min_score)
     if name == "insightface":
         if not insightface_available():
             raise InputError("backend 'insightface' asked for, but insightface is not installed")
-        return InsightFaceBackend(model_dir, max_faces=max_faces)
+        return InsightFaceBackend(model_dir, max_faces=max_faces, min_score=min_score)
     raise InputError(f"unknown face backend {name!r}; use auto, solutions, tasks or insightface")

@@ -105,23 +105,40 @@ def _face_to_crop(face, crop_wh: tuple[int, int]) -> np.ndarray:
         return resized.cpu().numpy()
 
 
-def restore(frame: np.ndarray, face, plan: RestorePlan) -> np.ndarray:
-    """Paste ``face`` ((3, R, R) float in [−1, 1]) into a copy of ``frame`` using a precomputed plan.
-    Pixels outside ``plan.box`` (and inside it wherever the feather is 0) are copied unchanged."""
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise InputError(f"expected an HxWx3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
-    out = frame.copy()
-    if plan.keep is None:
-        return out
+def warp_face(face, plan: RestorePlan) -> np.ndarray:
+    """The generated face as the reference pastes it, on ``plan.box``: float32 (3, h, w) in [0, 255] (bicubic
+    resize to the crop, bilinear warp into the frame with fill 127, clamp(x/2 + 0.5) · 255). Needs a plan that
+    touches the frame (``plan.keep`` is not None)."""
     crop = _face_to_crop(face, plan.crop_wh)
-    rows, cols = plan.slices
     height, width = plan.keep.shape
     warped = bilinear_warp(crop, plan.warp, (width, height), FILL_VALUE, planar=True)
     np.clip(warped * np.float32(0.5) + np.float32(0.5), 0.0, 1.0, out=warped)
     warped *= np.float32(255.0)
-    region = frame[rows, cols].transpose(2, 0, 1).astype(np.float32)
-    blended = plan.soft_eroded * warped + plan.keep * region
-    out[rows, cols] = blended.astype(np.uint8).transpose(1, 2, 0)
+    return warped
+
+
+def composite(region: np.ndarray, warped: np.ndarray, plan: RestorePlan) -> np.ndarray:
+    """The reference's blend on ``plan.box``: soft·eroded·warped + (1 − soft)·region, truncated to uint8.
+    ``region`` = the frame's box pixels (uint8 (h, w, 3)), ``warped`` float32 (3, h, w) → uint8 (h, w, 3)."""
+    blended = plan.soft_eroded * warped + plan.keep * region.transpose(2, 0, 1).astype(np.float32)
+    return blended.astype(np.uint8).transpose(1, 2, 0)
+
+
+def check_frame(frame: np.ndarray) -> None:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        described = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise InputError(f"expected an HxWx3 uint8 RGB frame, got {described}")
+
+
+def restore(frame: np.ndarray, face, plan: RestorePlan) -> np.ndarray:
+    """Paste ``face`` ((3, R, R) float in [−1, 1]) into a copy of ``frame`` using a precomputed plan.
+    Pixels outside ``plan.box`` (and inside it wherever the feather is 0) are copied unchanged."""
+    check_frame(frame)
+    out = frame.copy()
+    if plan.keep is None:
+        return out
+    rows, cols = plan.slices
+    out[rows, cols] = composite(frame[rows, cols], warp_face(face, plan), plan)
     return out
 
 

@@ -20,10 +20,11 @@ CHOICES = ("largest", "leftmost", "rightmost", "center", "index:N")
 ALIASES = {"left": "leftmost", "right": "rightmost", "centre": "center", "middle": "center", "biggest": "largest"}
 
 
-def acceptable(box, score: float, min_score: float = MIN_SCORE) -> bool:
+def acceptable(box, score: float, min_score: float = MIN_SCORE, min_size=(MIN_WIDTH, MIN_HEIGHT)) -> bool:
+    """The reference's filter; ``min_size`` = (min width, min height) in px replaces its 50 x 80."""
     x0, y0, x1, y1 = (int(v) for v in box)  # the reference casts the box to int first
     w, h = x1 - x0, y1 - y0
-    if w < MIN_WIDTH or h < MIN_HEIGHT:
+    if w < min_size[0] or h < min_size[1]:
         return False
     if w / h > MAX_RATIO or w / h < MIN_RATIO:
         return False

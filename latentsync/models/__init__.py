@@ -29,6 +29,7 @@ class LatentSyncModels:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     model_dir: Path | None = None  # the weights' root folder; also where face_landmarker.task is looked for
+    allow_download: bool = True  # face_landmarker.task may be fetched into model_dir when missing
 
     @property
     def resolution(self) -> int:
@@ -45,6 +46,12 @@ class LatentSyncModels:
         self.device, self.dtype = device, dtype
         return self
 
+    def nbytes(self) -> int:
+        """Bytes the networks' parameters and buffers take."""
+        nets = [self.unet, self.vae, getattr(self.audio_encoder, "encoder", self.audio_encoder)]
+        return sum(t.numel() * t.element_size() for net in nets if net is not None
+                   for t in [*net.parameters(), *net.buffers()])
+
     def release(self) -> None:
         """Drop the networks so their memory can be freed (the object is unusable afterwards)."""
         self.unet = self.vae = self.audio_encoder = None
@@ -53,19 +60,28 @@ class LatentSyncModels:
             torch.cuda.empty_cache()
 
 
-def load_models(paths, device="cpu", dtype=torch.float32) -> LatentSyncModels:
-    """Load the UNet, VAE and Whisper encoder named by ``paths`` (a ``checkpoints.ModelPaths``) in eval mode."""
+def weights_bytes(paths, dtype: torch.dtype) -> int:
+    """Bytes the networks of ``paths`` will take on the device (file sizes scaled to ``dtype``; the files hold
+    float32 or float16 weights, so this is an upper bound for half precision)."""
+    total = 0
+    for path in (Path(paths.unet), Path(paths.whisper), Path(paths.vae)):
+        files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path] if path.is_file() else []
+        total += sum(f.stat().st_size for f in files)
+    return int(total * torch.finfo(dtype).bits / 32)
+
+
+def load_models(paths, device="cpu", dtype=torch.float32, unet_config: dict | None = None) -> LatentSyncModels:
+    """Load the UNet, VAE and Whisper encoder named by ``paths`` (a ``checkpoints.ModelPaths``) in eval mode.
+    ``unet_config``: the UNet's config (with ``resolution``) when it is neither shipped nor next to the file."""
     from ..config import load_unet, resolve_unet_config
     from .vae import load_vae
     from .whisper import load_whisper_encoder
 
     device = torch.device(device)
     # a unet_config.json next to the UNet checkpoint (e.g. tiny test models) wins over the shipped config
-    config = resolve_unet_config(paths.unet, str(paths.version))
+    config = resolve_unet_config(paths.unet, unet_config or str(paths.version))
     log.info("loading LatentSync %s models on %s (%s)", paths.version, device, dtype)
     unet = load_unet(paths.unet, config, device=device, dtype=dtype)
     vae = load_vae(paths.vae, device, dtype)
     encoder = load_whisper_encoder(paths.whisper, device=device, dtype=dtype)
-    whisper = Path(paths.whisper)
-    root = whisper.parent.parent if whisper.parent.name == "whisper" else Path(paths.unet).parent
-    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype, root)
+    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype, paths.root)

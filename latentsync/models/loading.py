@@ -16,10 +16,11 @@ logger = logging.getLogger(__name__)
 _SHOW = 5  # keys listed per category in mismatch messages
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint on the CPU: ``{"state_dict": ...}`` .pt/.ckpt (the official format), a bare
-    state dict .pt/.ckpt, or a .safetensors file. Pickles are read with ``weights_only=True`` (memory-mapped
-    when the file format allows it). Tensors may share storages (views); they are returned as stored."""
+def read_checkpoint(path: str | Path) -> Mapping:
+    """The raw contents of a checkpoint file, on the CPU: a .safetensors file ({name: tensor}) or a PyTorch
+    pickle (.pt/.ckpt/.bin/.pth) read with ``weights_only=True`` (memory-mapped when the format allows it).
+    The one error policy for every network: a missing file is MissingWeightsError, an unreadable one a
+    CheckpointMismatchError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"checkpoint file not found: {path}")
@@ -40,13 +41,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:
         raise CheckpointMismatchError(
             f"{path.name} could not be read as a PyTorch checkpoint (weights_only=True): {exc}") from exc
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+    if not isinstance(obj, Mapping):
+        raise CheckpointMismatchError(f"{path.name} does not hold a dict of tensors (found {type(obj).__name__})")
+    return obj
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: ``{"state_dict": {...}}`` (the official format, other entries such as
+    ``global_step`` ignored) or a bare ``{name: tensor}``. Tensors may share storages (views); they are returned
+    as stored."""
+    obj = read_checkpoint(path)
+    if isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        keys = list(obj)[:_SHOW] if isinstance(obj, Mapping) else type(obj).__name__
+    if not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointMismatchError(
-            f"{path.name} does not hold a state dict (expected {{'state_dict': {{name: tensor}}}} or "
-            f"{{name: tensor}}; found {keys})")
+            f"{Path(path).name} does not hold a state dict (expected {{'state_dict': {{name: tensor}}}} or "
+            f"{{name: tensor}}; found {list(obj)[:_SHOW]})")
     return dict(obj)
 
 

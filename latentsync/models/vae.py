@@ -21,8 +21,8 @@ from typing import Mapping
 
 import torch
 
-from ..errors import CheckpointMismatchError, MissingWeightsError
-from .loading import check_state_dict
+from ..errors import MissingWeightsError
+from .loading import check_state_dict, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +40,6 @@ def load_vae_config(path: str | Path | None = None) -> dict:
     """The AutoencoderKL config (ours by default)."""
     with open(path or VAE_CONFIG_PATH, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise CheckpointMismatchError(f"VAE checkpoint {path} does not hold a state dict (got {type(obj).__name__}).")
-    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
 def ldm_vae_key(key: str, n_blocks: int = 4) -> str:
@@ -85,17 +72,6 @@ def ldm_vae_key(key: str, n_blocks: int = 4) -> str:
             rest.rsplit(".", 1)[0], rest.rsplit(".", 1)[0]) + "." + rest.rsplit(".", 1)[1]
         return f"{part}.mid.attn_1.{rest}"
     return key
-
-
-def diffusers_to_ldm_vae(state_dict: Mapping[str, torch.Tensor], n_blocks: int = 4) -> dict[str, torch.Tensor]:
-    """Rename a diffusers AutoencoderKL state dict to the original LDM layout (attention weights as 1x1 convs)."""
-    out = {}
-    for k, v in state_dict.items():
-        name = ldm_vae_key(k, n_blocks)
-        if ".mid.attn_1." in name and name.endswith("weight") and v.ndim == 2:
-            v = v[:, :, None, None]
-        out[name] = v
-    return out
 
 
 def _is_ldm(keys) -> bool:
@@ -177,7 +153,7 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu", dtype: torch.
     else:
         raise MissingWeightsError(f"VAE weights not found: {path} does not exist.")
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    state_dict, unplaced = to_diffusers_vae_state_dict(_read_file(weights), cfg)
+    state_dict, unplaced = to_diffusers_vae_state_dict(read_state_dict(weights), cfg)
     vae = _build_empty(cfg)
     load_vae_state_dict(vae, state_dict, str(weights), dtype, unplaced)
     logger.info("Loaded VAE from %s", weights)
@@ -189,16 +165,23 @@ def _slices(n: int, size: int | None):
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+def posterior_noise(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
+    """Standard normal noise for a posterior sample: drawn in float32 on the generator's device (the CPU for our
+    seeded generators), then moved and cast — so the draw, and the generator's state after it, do not depend on
+    the models' device or dtype."""
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.randn(shape, generator=generator, device=draw_device, dtype=torch.float32)
+    return noise.to(device=device, dtype=dtype)
+
+
 @torch.inference_mode()
 def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None,
            slice_size: int | None = None) -> torch.Tensor:
     """Images (N,3,H,W) in [-1,1] → latents (N,4,H/8,W/8) = (sample of the latent distribution − 0) × 0.18215.
 
-    The Gaussian noise for all N images is drawn at once (shape (N,4,h,w), with ``generator``, like diffusers'
-    ``latent_dist.sample(generator)`` on the whole batch), so the result does not depend on ``slice_size``.
+    The Gaussian noise for all N images is drawn at once (shape (N,4,h,w)), like diffusers'
+    ``latent_dist.sample(generator)`` on the whole batch, so the result does not depend on ``slice_size``.
     """
-    from diffusers.utils.torch_utils import randn_tensor
-
     if images.ndim != 4:
         raise ValueError(f"encode expects images (N,3,H,W), got shape {tuple(images.shape)}")
     images = images.to(device=vae.device, dtype=vae.dtype)
@@ -208,7 +191,7 @@ def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None,
         means.append(dist.mean)
         stds.append(dist.std)
     mean, std = torch.cat(means), torch.cat(stds)
-    noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    noise = posterior_noise(mean.shape, generator, mean.device, mean.dtype)
     return (mean + std * noise - VAE_SHIFT) * VAE_SCALING
 
 

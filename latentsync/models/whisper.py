@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointMismatchError, MissingWeightsError
-from .loading import check_state_dict
+from .loading import check_state_dict, read_checkpoint, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,9 @@ def _load_strict(encoder, state: dict, *, what: str, name=lambda k: k) -> None:
 
 
 def _load_openai(path: Path):
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointMismatchError(f"Could not read the Whisper checkpoint {path}: {exc}") from exc
-    if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
-        keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+    ckpt = read_checkpoint(path)
+    if "dims" not in ckpt or "model_state_dict" not in ckpt:
+        keys = list(ckpt)[:5]
         raise CheckpointMismatchError(
             f"{path} is not an OpenAI Whisper checkpoint: expected a dict with 'dims' and 'model_state_dict', "
             f"found {keys}.")
@@ -184,12 +181,9 @@ def _load_hf_folder(folder: Path):
 
     config = WhisperConfig.from_pretrained(str(folder))
     config.dropout = 0.0
-    if (folder / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        raw = load_file(str(folder / "model.safetensors"))
-    elif (folder / "pytorch_model.bin").is_file():
-        raw = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    weights = [folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()]
+    if weights:
+        raw = read_state_dict(weights[0])
     else:
         raise MissingWeightsError(f"The Whisper folder {folder} has config.json but neither model.safetensors "
                                   "nor pytorch_model.bin.")

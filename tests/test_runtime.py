@@ -1,4 +1,5 @@
-"""memory_limiter: tiers, CPU/MPS, overrides, scoped memory fraction, teardown and the OOM retry."""
+"""The memory policy every front end shares (latentsync.runtime): tiers, CPU/MPS, overrides, scoped memory
+fraction, memory log and the OOM retry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import pytest
 import torch
 
-import memory_limiter as ml
+from latentsync import runtime as ml
 from latentsync.errors import LatentSyncError
 
 GIB = 1024 ** 3
@@ -58,25 +59,13 @@ def test_mps_plan_uses_unified_memory_but_no_fraction():
     assert (small.vae_slice, small.memory_fraction) == (2, None)
 
 
-def test_int_override():
-    plan = ml.plan_for(24 * GIB, 24 * GIB, "cuda", override=12)
-    assert (plan.tier, plan.batch, plan.vae_slice, plan.window_batch, plan.memory_fraction) == \
-        ("override", 12, 12, 3, 0.75)
-    assert ml.plan_for(24 * GIB, 24 * GIB, "cuda", override=0).tier == "high"  # 0 = automatic
-
-
-def test_mapping_override():
-    plan = ml.plan_for(12 * GIB, 12 * GIB, "cuda",
-                       override={"window_batch": 3, "vae_slice": 6, "memory_fraction": 0.5})
-    assert (plan.window_batch, plan.vae_slice, plan.memory_fraction, plan.tier) == (3, 6, 0.5, "override")
-    cpu = ml.plan_for(0, 0, "cpu", override={"memory_fraction": 0.5, "vae_slice": 2})
-    assert (cpu.memory_fraction, cpu.vae_slice) == (None, 2)
-
-
-@pytest.mark.parametrize("bad", [-1, {"vae_slice": 0}, {"memory_fraction": 1.5}, {"bogus": 1}, "8", 2.5])
-def test_bad_override_is_a_clear_error(bad):
-    with pytest.raises(LatentSyncError):
-        ml.plan_for(24 * GIB, 24 * GIB, "cuda", override=bad)
+def test_overrides_replace_the_tiers_numbers():
+    plan = ml.plan_for(24 * GIB, 24 * GIB, "cuda").with_overrides(window_batch=3, vae_slice=6)
+    assert (plan.window_batch, plan.vae_slice, plan.memory_fraction, plan.tier) == (3, 6, 0.75, "high")
+    assert "override" in plan.reason
+    same = ml.plan_for(12 * GIB, 12 * GIB, "cuda")
+    assert same.with_overrides(0, 0) is same  # 0 = automatic
+    assert same.describe() == "tier medium: window_batch 1, vae_slice 4, fraction 0.70"
 
 
 def test_lower_walks_down_the_tiers():
@@ -158,7 +147,7 @@ def test_real_torch_cuda_scope_is_a_noop_without_a_gpu():
 
 def test_log_memory_usage_warns_above_threshold(caplog):
     cuda = FakeCuda()
-    with caplog.at_level(logging.INFO, logger="latentsync.memory"):
+    with caplog.at_level(logging.INFO, logger="latentsync.runtime"):
         stats = ml.log_memory_usage("after decode", cuda=cuda)
         ml.log_memory_usage("quiet", threshold_gb=30, cuda=cuda)
     assert stats == {"allocated_gb": 3.0, "reserved_gb": 19.0, "free_gb": 5.0, "total_gb": 24.0}
@@ -167,33 +156,12 @@ def test_log_memory_usage_warns_above_threshold(caplog):
     assert ml.log_memory_usage("cpu", cuda=FakeCuda(available=False)) is None
 
 
-class Models:
-    def __init__(self):
-        self.unet, self.vae, self.whisper, self.other = object(), object(), object(), "kept"
-
-
-def test_teardown_drops_models_and_empties_cache():
-    cuda, models = FakeCuda(), Models()
-    assert ml.teardown(models, cuda=cuda)
-    assert (models.unet, models.vae, models.whisper, models.other) == (None, None, None, "kept")
-    assert cuda.emptied == 1
-    as_dict = {"unet": 1, "vae": 2, "audio_encoder": 3}
-    ml.teardown(as_dict, cuda=cuda)
-    assert as_dict == {}
-
-
-def test_teardown_keeps_models_when_asked():
-    cuda, models = FakeCuda(), Models()
-    assert not ml.teardown(models, keep_loaded=True, cuda=cuda)
-    assert models.unet is not None and cuda.emptied == 0
-
-
 def _oom():
     return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def test_oom_retries_once_one_tier_down(caplog):
-    plans, freed, cuda = [], [], FakeCuda()
+    plans, freed = [], []
 
     def job(plan):
         plans.append(plan)
@@ -201,12 +169,11 @@ def test_oom_retries_once_one_tier_down(caplog):
             raise _oom()
         return "done"
 
-    with caplog.at_level(logging.WARNING, logger="latentsync.memory"):
-        result = ml.run_with_oom_retry(job, ml.plan_for(24 * GIB, 24 * GIB, "cuda"),
-                                       free=lambda: freed.append(1), cuda=cuda)
+    with caplog.at_level(logging.WARNING, logger="latentsync.runtime"):
+        result = ml.run_with_oom_retry(job, ml.plan_for(24 * GIB, 24 * GIB, "cuda"), free=lambda: freed.append(1))
     assert result == "done"
     assert [(p.vae_slice, p.window_batch) for p in plans] == [(8, 2), (4, 1)]
-    assert freed == [1] and cuda.emptied == 1
+    assert freed == [1]
     assert any("retrying once" in r.getMessage() for r in caplog.records)
 
 
@@ -218,7 +185,7 @@ def test_second_oom_is_a_clear_error():
         raise RuntimeError("CUDA error: out of memory")
 
     with pytest.raises(ml.OutOfMemoryError) as info:
-        ml.run_with_oom_retry(job, ml.plan_for(12 * GIB, 12 * GIB, "cuda"), cuda=FakeCuda())
+        ml.run_with_oom_retry(job, ml.plan_for(12 * GIB, 12 * GIB, "cuda"))
     assert len(calls) == 2
     assert isinstance(info.value, LatentSyncError)
     assert "window_batch=1 and vae_slice=2" in str(info.value)
@@ -232,7 +199,7 @@ def test_other_errors_are_not_retried():
         raise ValueError("not memory")
 
     with pytest.raises(ValueError):
-        ml.run_with_oom_retry(job, ml.plan_for(12 * GIB, 12 * GIB, "cuda"), cuda=FakeCuda())
+        ml.run_with_oom_retry(job, ml.plan_for(12 * GIB, 12 * GIB, "cuda"))
     assert len(calls) == 1
 
 

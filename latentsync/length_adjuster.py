@@ -1,4 +1,4 @@
-"""VideoLengthAdjuster's arithmetic, as pure torch functions (no ComfyUI import).
+"""The VideoLengthAdjuster node's arithmetic, as pure torch functions on ComfyUI's IMAGE / AUDIO values.
 
 Compatible with the old wrapper's node (modes normal / pingpong / loop_to_audio, `silent_padding_sec`), with
 its faults fixed: the `fps` argument drives every duration, and frames are never copied into a Python list —
@@ -20,12 +20,8 @@ import math
 
 import torch
 
-if __package__:  # inside ComfyUI the pack is a package; in tests this module is imported top-level
-    from .latentsync.errors import InputError
-    from .latentsync.timeline import source_indices
-else:  # pragma: no cover
-    from latentsync.errors import InputError
-    from latentsync.timeline import source_indices
+from .errors import InputError
+from .timeline import source_indices
 
 MODES = ("normal", "pingpong", "loop_to_audio")
 NO_AUDIO = ("The audio input is empty: the source has no audio stream. Connect a Load Audio node (or a video "
