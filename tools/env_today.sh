@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv-today: the pack as a ComfyUI user installs it today — Python 3.12, numpy 2 and the
 # newest mediapipe (Tasks API only, no legacy FaceMesh), diffusers and transformers that pip resolves, with the
-# same vendored ComfyUI 0.3.75 as .venv. The test suite runs in it a second time (tools/test.sh).
+# same vendored ComfyUI 0.3.75 and the editable library as .venv. The test suite runs in it a second time
+# (tools/test.sh).
 # Idempotent: a stamp of the inputs skips a rebuild; a rebuild upgrades the unpinned packages to the newest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${LATENTSYNC_TODAY_VENV:-$ROOT/.venv-today}"
 stamp_of() {
-  cat "$ROOT/tools/env_today.sh" "$ROOT/tools/fetch_comfyui.sh" "$ROOT/requirements.txt" \
+  cat "$ROOT/tools/env_today.sh" "$ROOT/tools/fetch_comfyui.sh" "$ROOT/pyproject.toml" "$ROOT/requirements.txt" \
     "$ROOT/requirements-test.txt" | sha256sum | cut -c1-16
 }
 STAMP="$VENV/.ready-$(stamp_of)"
@@ -34,7 +35,7 @@ log "installing packages (one resolve)"
 "${PIP[@]}" install -q --upgrade \
   torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0 \
   -r "$COMFY/requirements.txt" \
-  -r "$ROOT/requirements.txt" -r "$ROOT/requirements-test.txt" \
+  -r "$ROOT/requirements.txt" -r "$ROOT/requirements-test.txt" -e "$ROOT" \
   "numpy>=2" mediapipe diffusers transformers
 "${PIP[@]}" check
 rm -f "$VENV"/.ready-*
