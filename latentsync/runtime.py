@@ -317,6 +317,7 @@ class ModelHandle:
             dtype = resolve_dtype(self.dtype_name, device, host.default_dtype)
             host.free_memory(weights_bytes(paths, dtype), device)
             self.models = load_models(paths, device, dtype)
+            self.models.allow_download = self.download
             log_memory_usage("load", device)
         return self.models
 
