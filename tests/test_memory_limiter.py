@@ -93,7 +93,7 @@ def test_kept_networks_are_comfys_loaded_model_until_it_unloads_them(comfy):
     assert third is not first and len(comfy.loaded) == 2 and handle.loaded and _entry(mm, patcher) is not None
 
 
-def test_comfy_evicts_kept_networks_when_another_model_needs_the_memory(comfy, monkeypatch):
+def test_comfy_evicts_kept_networks_when_another_model_needs_the_memory(comfy, monkeypatch, caplog):
     mm, runtime = comfy.mm, comfy.runtime
     handle = runtime.ModelHandle("1.6", "cpu", "auto", keep_loaded=True)
     models = runtime.run_job(handle, lambda models, plan: models, comfy.limiter.limited_host())
@@ -101,7 +101,9 @@ def test_comfy_evicts_kept_networks_when_another_model_needs_the_memory(comfy, m
     monkeypatch.setattr(mm, "get_free_memory", _free_memory(500))
     # 300 more bytes are needed than are free: less than the kept 1000, which ComfyUI would normally offload
     # piecemeal; LatentSync's networks are unloaded whole instead
-    mm.free_memory(800, torch.device("cpu"), keep_loaded=[_entry(mm, other)])
+    with caplog.at_level(logging.INFO):
+        mm.free_memory(800, torch.device("cpu"), keep_loaded=[_entry(mm, other)])
+    assert "Unloaded partially" not in caplog.text and "unloaded by ComfyUI's model management" in caplog.text
     assert models.released and not handle.loaded and _entry(mm, handle.host_record.patcher) is None
     assert _entry(mm, other) is not None
 
