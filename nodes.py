@@ -114,11 +114,14 @@ class LatentSyncModelLoader(io.ComfyNode):
                 io.Combo.Input("version", options=list(VERSIONS), default="1.6",
                                tooltip="1.6: 512 px faces (sharper); 1.5: 256 px (lighter)."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                               tooltip="auto: fp16 on GPU, fp32 on CPU."),
+                               tooltip="auto: ComfyUI's choice for its diffusion models (fp16 on most GPUs, fp32 "
+                                       "on the CPU; follows --force-fp32, --force-fp16, --fp16/bf16/fp32-unet)."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda", "mps"], default="auto",
                                tooltip="auto: ComfyUI's device."),
                 io.Boolean.Input("keep_loaded", default=False,
-                                 tooltip="Keep the networks in memory between runs (faster re-runs, holds VRAM)."),
+                                 tooltip="Keep the networks in memory between runs (faster re-runs, holds VRAM). "
+                                         "ComfyUI unloads them like its own models: Unload Models (POST /free), "
+                                         "or when another model needs the memory."),
                 io.String.Input("models_dir", default="", optional=True,
                                 tooltip="Optional folder to search instead of ComfyUI's models/latentsync."),
             ],
