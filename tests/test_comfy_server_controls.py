@@ -186,7 +186,8 @@ def test_a_file_that_is_no_model_fails_in_the_core_loader(comfy, restorers):
 def test_preview_output_is_an_image_batch_with_faceless_frames_marked(comfy, faceless_clip, tmp_path):
     from latentsync.preview import BOX_COLOUR, NO_FACE_COLOUR
 
-    prompt = _basic()
+    prompt = cs.load_workflow("latentsync_model_loader")  # its node 9 previews the sync node's preview output
+    prompt["5"]["inputs"]["inference_steps"] = STEPS
     prompt["1"]["inputs"]["file"] = faceless_clip
     result, texts = cs.run_recording_texts(comfy.client, prompt, timeout=900)
     _success(result, comfy)

@@ -77,8 +77,9 @@ def _save(nid: int, prefix: str, video_from: tuple[int, int], pos) -> dict:
 
 
 def basic(loader: bool) -> list[dict]:
-    """Frames and audio fitted by the Video Length Adjuster, lip-synced, saved as a video; the sync node's
-    preview (face box, alignment points, mouth region) shown by a Preview Image node."""
+    """Frames and audio fitted by the Video Length Adjuster, lip-synced, saved as a video. With the loader (the
+    fuller example) the sync node's preview (face box, alignment points, mouth region) goes to a Preview Image
+    node too; the basic graph stays the old wrapper's shape."""
     nodes = [
         _node(1, "LoadVideo", {"file": VIDEO}, pos=(0, 0), size=(300, 400)),
         _node(2, "GetVideoComponents", {}, {"video": (1, 0)}, pos=(COLUMN, 0), size=(300, 90)),
@@ -91,11 +92,11 @@ def basic(loader: bool) -> list[dict]:
         _node(6, "CreateVideo", {"fps": 25.0}, {"images": (5, 0), "audio": (5, 1), "fps": (2, 2)},
               pos=(4 * COLUMN, 0), size=(300, 100)),
         _save(7, "video/latentsync", (6, 0), pos=(5 * COLUMN, 0)),
-        _node(9, "PreviewImage", {}, {"images": (5, 2)}, pos=(4 * COLUMN, 160), title="Face preview",
-              size=(300, 360)),
     ]
     if loader:
-        nodes.append(_loader(8, pos=(2 * COLUMN, 220)))
+        nodes += [_loader(8, pos=(2 * COLUMN, 220)),
+                  _node(9, "PreviewImage", {}, {"images": (5, 2)}, pos=(4 * COLUMN, 160), title="Face preview",
+                        size=(300, 360))]
     return nodes
 
 
