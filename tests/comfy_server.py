@@ -306,6 +306,21 @@ def make_media(folder: Path) -> dict[str, Path]:
             SPEAKER_AUDIO[0]: talk, SPEAKER_AUDIO[1]: quiet}
 
 
+FACELESS_VIDEO, FACELESS_FRAMES = "latentsync_faceless.mp4", range(5, 10)
+
+
+def write_faceless_clip(folder: Path) -> Path:
+    """The sample clip (20 frames, 384 px, 25 fps) with frames 5..9 showing only the background, as
+    folder/latentsync_faceless.mp4."""
+    from latentsync.video import VideoWriter
+    from tools.make_sample import make_frames
+
+    path = Path(folder) / FACELESS_VIDEO
+    with VideoWriter(path, SAMPLE_FPS, SAMPLE_SIZE, SAMPLE_SIZE) as w:
+        w.write(make_frames(SAMPLE_FRAMES, SAMPLE_FPS, SAMPLE_SIZE, SAMPLE_SIZE, faceless=FACELESS_FRAMES))
+    return path
+
+
 def shared_server(tmp_path_factory, tiny_models: Path) -> ComfyServer:
     """One ComfyUI per test session (all test_comfy_server* modules), with the tiny models, the media uploaded
     and a test-only probe node; stopped by `stop_shared()` at session end."""

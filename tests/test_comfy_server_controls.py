@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 STEPS = 1
 FPS = cs.SAMPLE_FPS
-FACELESS_VIDEO, FACELESS = "latentsync_faceless.mp4", range(5, 10)  # frames 5..9 show only the background
+FACELESS = cs.FACELESS_FRAMES  # frames 5..9 of the faceless clip show only the background
 
 
 @pytest.fixture(scope="session")
@@ -48,14 +48,8 @@ def restorers(comfy):
 
 @pytest.fixture(scope="module")
 def faceless_clip(comfy, tmp_path_factory) -> str:
-    """The sample clip (20 frames, 384 px) with frames 5..9 showing no face, uploaded to the input folder."""
-    from latentsync.video import VideoWriter
-    from tools.make_sample import make_frames
-
-    path = tmp_path_factory.mktemp("faceless") / FACELESS_VIDEO
-    with VideoWriter(path, FPS, cs.SAMPLE_SIZE, cs.SAMPLE_SIZE) as w:
-        w.write(make_frames(cs.SAMPLE_FRAMES, FPS, cs.SAMPLE_SIZE, cs.SAMPLE_SIZE, faceless=FACELESS))
-    return comfy.upload(path, path.name)
+    """The sample clip with frames 5..9 showing no face, uploaded to the input folder."""
+    return comfy.upload(cs.write_faceless_clip(tmp_path_factory.mktemp("faceless")))
 
 
 def _decode(path) -> np.ndarray:
