@@ -305,10 +305,11 @@ class CompileCache:
 
 
 # ------------------------------------------------------------------------------------------ CUDA graphs
-def capture_cuda_graph(fn: Callable[..., torch.Tensor], inputs: tuple, warmup: int = 2
+def capture_cuda_graph(fn: Callable[..., torch.Tensor], inputs: tuple, pool=None, warmup: int = 2
                        ) -> tuple[Callable[[], None], torch.Tensor, torch.Tensor]:
-    """Run ``fn(*inputs)`` ``warmup`` times on a side stream, then capture it as a CUDA graph. Returns
-    (replay, the graph's output buffer, the warm-up output)."""
+    """Run ``fn(*inputs)`` ``warmup`` times on a side stream (compiles, cuDNN timing, lazy inits), then capture
+    it as a CUDA graph in memory ``pool``. Returns (replay, the graph's output buffer, the warm-up output).
+    Only this thread is held to capture rules: the pipeline's other threads may use CUDA meanwhile."""
     device = next(x.device for x in inputs if x is not None)
     main = torch.cuda.current_stream(device)
     side = torch.cuda.Stream(device)
@@ -319,7 +320,7 @@ def capture_cuda_graph(fn: Callable[..., torch.Tensor], inputs: tuple, warmup: i
     main.wait_stream(side)
     first.record_stream(main)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         output = fn(*inputs)
     return graph.replay, output, first
 
@@ -340,11 +341,15 @@ class _Graph:
 
 class CudaGraphUNet:
     """The UNet call captured as one CUDA graph per input shape (the window batch fixes it) and replayed.
-    ``capture`` is the capture function (``capture_cuda_graph``; tests pass a CPU stand-in)."""
+
+    The graphs share one memory pool: each replay writes every intermediate before reading it and its output is
+    cloned out at once, so no graph needs another's memory to survive. ``capture`` is the capture function
+    (``capture_cuda_graph``; tests pass a CPU stand-in taking the same arguments)."""
 
     def __init__(self, unet: Callable[..., torch.Tensor], device: torch.device, capture=capture_cuda_graph):
         self.unet, self.device, self.capture = unet, device, capture
         self._graphs: dict[tuple, _Graph] = {}
+        self._pool = None
 
     @property
     def captured(self) -> int:
@@ -363,13 +368,16 @@ class CudaGraphUNet:
             return graph.run(inputs)
         buffers = tuple(None if x is None else x.clone() for x in inputs)
         log.info("capturing a CUDA graph of the UNet for input %s", "x".join(map(str, sample.shape)))
-        replay, output, first = self.capture(self._call, buffers)
+        if self._pool is None and self.device.type == "cuda":
+            self._pool = torch.cuda.graph_pool_handle()
+        replay, output, first = self.capture(self._call, buffers, self._pool)
         self._graphs[key] = _Graph(buffers, output, replay)
         return first
 
     def release(self) -> None:
         """Drop the graphs and their buffers (their memory returns to the allocator)."""
         self._graphs.clear()
+        self._pool = None
 
 
 # ------------------------------------------------------------------------------------------ front ends
