@@ -10,110 +10,21 @@ Library errors (LatentSyncError) propagate with their own message, which ComfyUI
 from __future__ import annotations
 
 import logging
-import os
-import uuid
-import weakref
 
 import torch
-from comfy_api.v0_0_2 import ComfyExtension, InputImpl, io
+from comfy_api.v0_0_2 import ComfyExtension, io
 from typing_extensions import override
 
-from . import memory_limiter
 from .latentsync import length_adjuster
-from .latentsync.runtime import Host, ModelHandle
-from .latentsync.settings import DTYPES, LENGTH_MODES, VERSIONS, LipSyncSettings
+from .latentsync.runtime import ModelHandle
+from .latentsync.settings import DTYPES, VERSIONS
+from .node_common import (CATEGORY, LatentSyncModel, audio_value, comfy_audio, comfy_host, comfy_image,
+                          comfy_progress, control_inputs, face_input, lipsync_video_file, model_inputs,
+                          register_model_folders, settings_for, show_on_node, sync_inputs)
+from .nodes_dialogue import DIALOGUE_NODES
 
 log = logging.getLogger("latentsync.comfy")
-
-CATEGORY = "LatentSyncNode"
-MODEL_FOLDER = "latentsync"
-LatentSyncModel = io.Custom("LATENTSYNC_MODEL")
-FACES = ["largest", "center", "leftmost", "rightmost", "index:0", "index:1", "index:2", "index:3"]
-
-
-def register_model_folders() -> None:
-    """Register ComfyUI's models/latentsync (in-memory table only; extra_model_paths.yaml may add more)."""
-    import folder_paths
-
-    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER),
-                                       is_default=True)
-
-
-def _folders(name: str) -> list[str]:
-    import folder_paths
-
-    try:
-        return folder_paths.get_folder_paths(name)
-    except KeyError:
-        return []
-
-
-def comfy_host() -> Host:
-    """The library's view of ComfyUI: model folders plus the memory limiter's memory, device and interrupt."""
-    return memory_limiter.limited_host(models_dirs=lambda: _folders(MODEL_FOLDER), vae_dirs=lambda: _folders("vae"))
-
-
-def comfy_progress():
-    """(progress, cancel) for a job: ComfyUI's progress bar for the node, and its interrupt flag."""
-    import comfy.model_management as mm
-    import comfy.utils
-
-    bar = comfy.utils.ProgressBar(1)
-
-    def progress(done: int, total: int, _info: dict) -> None:
-        bar.update_absolute(done, max(1, total))
-
-    return progress, mm.processing_interrupted
-
-
-def _sync_inputs() -> list:
-    """seed, lips_expression, inference_steps — the old node's widgets, in its order and with its defaults."""
-    return [
-        io.Int.Input("seed", default=1247, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                     tooltip="Seed of the initial noise; the same seed gives the same result."),
-        io.Float.Input("lips_expression", default=1.5, min=1.0, max=3.0, step=0.1,
-                       tooltip="Classifier-free guidance scale: higher = stronger, more expressive lip motion. "
-                               "1.0 turns guidance off (faster)."),
-        io.Int.Input("inference_steps", default=20, min=1, max=999,
-                     tooltip="Denoising (DDIM) steps per 16-frame window; more = slower, usually sharper."),
-    ]
-
-
-def _extra_inputs() -> list:
-    """New optional inputs, after the old ones so old workflows keep their widget values."""
-    return [
-        LatentSyncModel.Input("model", optional=True,
-                              tooltip="Models from 'LatentSync Model Loader'. Not connected: LatentSync 1.6 from "
-                                      "models/latentsync, auto dtype/device, unloaded after the job."),
-        io.Combo.Input("length_mode", options=list(LENGTH_MODES), default="audio", optional=True,
-                       tooltip="audio: the audio decides the length (video cut, or extended forward-backward); "
-                               "video: the video keeps its length (audio padded with silence or trimmed)."),
-        io.Boolean.Input("deepcache", default=False, optional=True,
-                         tooltip="DeepCache: reuse deep UNet features between steps (faster, slightly softer)."),
-        io.Combo.Input("face", options=FACES, default="largest", optional=True,
-                       tooltip="Which face to lip-sync when several are visible (index counts left to right)."),
-    ]
-
-
-def _settings(model: ModelHandle, seed, lips_expression, inference_steps, length_mode, deepcache, face):
-    return LipSyncSettings(version=model.version, steps=int(inference_steps), guidance=float(lips_expression),
-                           seed=int(seed), face=face, length_mode=length_mode, deepcache=bool(deepcache))
-
-
-def _audio(audio):
-    if audio is None:
-        raise length_adjuster.LengthError(length_adjuster.NO_AUDIO)
-    return audio
-
-
-def _comfy_audio(audio: tuple) -> dict:
-    samples, sample_rate = audio
-    return {"waveform": torch.from_numpy(samples)[None], "sample_rate": int(sample_rate)}
-
-
-def _comfy_image(frames) -> torch.Tensor:
-    frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(frames)
-    return frames.to(torch.float32).div_(255.0) if frames.dtype == torch.uint8 else frames
+__all__ = ["NODES", "LatentSyncExtension", "register_model_folders"]
 
 
 class LatentSyncNode(io.ComfyNode):
@@ -126,30 +37,36 @@ class LatentSyncNode(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="Video frames (IMAGE batch) with a visible face."),
                 io.Audio.Input("audio", tooltip="Speech to lip-sync to (any sample rate / channels)."),
-                *_sync_inputs(),
-                *_extra_inputs(),
+                *sync_inputs(),
+                *model_inputs(),
+                face_input(),
                 io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01, optional=True,
                                tooltip="Frame rate of the images (connect Get Video Components' fps); "
                                        "each frame is synced to the audio at its own timestamp."),
+                *control_inputs(),
             ],
             outputs=[io.Image.Output("out_images", display_name="images", tooltip="Lip-synced frames, input size."),
                      io.Audio.Output("out_audio", display_name="audio",
-                                     tooltip="The original audio trimmed/padded to the frames' length.")],
+                                     tooltip="The original audio trimmed/padded to the frames' length."),
+                     io.Image.Output("preview", display_name="preview",
+                                     tooltip="Downscaled frames with the face box, the alignment points and the "
+                                             "regenerated mouth region drawn; frames without a face marked.")],
         )
 
     @classmethod
     @override
     def execute(cls, images: torch.Tensor, audio: dict, seed: int = 1247, lips_expression: float = 1.5,
-                inference_steps: int = 20, model: ModelHandle | None = None, length_mode: str = "audio",
-                deepcache: bool = False, face: str = "largest", fps: float = 25.0) -> io.NodeOutput:
+                inference_steps: int = 20, model: ModelHandle | None = None, fps: float = 25.0,
+                restore_model=None, **controls) -> io.NodeOutput:
         from .latentsync.api import lipsync_frames  # at run time: the pipeline imports OpenCV, which sets env vars
 
         model = model or ModelHandle()
-        settings = _settings(model, seed, lips_expression, inference_steps, length_mode, deepcache, face)
+        settings = settings_for(model, seed, lips_expression, inference_steps, **controls)
         progress, cancel = comfy_progress()
-        result = lipsync_frames(images, fps, _audio(audio), settings, models=model, host=comfy_host(),
-                                    progress=progress, cancel=cancel)
-        return io.NodeOutput(_comfy_image(result.frames), _comfy_audio(result.audio))
+        result = lipsync_frames(images, fps, audio_value(audio), settings, models=model, host=comfy_host(),
+                                progress=progress, cancel=cancel, restore_model=restore_model, preview=True)
+        show_on_node(result.faceless)
+        return io.NodeOutput(comfy_image(result.frames), comfy_audio(result.audio), comfy_image(result.preview))
 
 
 class VideoLengthAdjuster(io.ComfyNode):
@@ -197,11 +114,14 @@ class LatentSyncModelLoader(io.ComfyNode):
                 io.Combo.Input("version", options=list(VERSIONS), default="1.6",
                                tooltip="1.6: 512 px faces (sharper); 1.5: 256 px (lighter)."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                               tooltip="auto: fp16 on GPU, fp32 on CPU."),
+                               tooltip="auto: ComfyUI's choice for its diffusion models (fp16 on most GPUs, fp32 "
+                                       "on the CPU; follows --force-fp32, --force-fp16, --fp16/bf16/fp32-unet)."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda", "mps"], default="auto",
                                tooltip="auto: ComfyUI's device."),
                 io.Boolean.Input("keep_loaded", default=False,
-                                 tooltip="Keep the networks in memory between runs (faster re-runs, holds VRAM)."),
+                                 tooltip="Keep the networks in memory between runs (faster re-runs, holds VRAM). "
+                                         "ComfyUI unloads them like its own models: Unload Models (POST /free), "
+                                         "or when another model needs the memory."),
                 io.String.Input("models_dir", default="", optional=True,
                                 tooltip="Optional folder to search instead of ComfyUI's models/latentsync."),
             ],
@@ -217,38 +137,6 @@ class LatentSyncModelLoader(io.ComfyNode):
         return io.NodeOutput(handle)
 
 
-def _temp_video_path(tag: str) -> str:
-    import folder_paths
-
-    folder = folder_paths.get_temp_directory()
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"latentsync_{tag}_{uuid.uuid4().hex[:12]}.mp4")
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _video_file(video) -> tuple[str, str | None]:
-    """(path to read, temp copy to remove afterwards or None): an in-memory VIDEO is spilled once to temp."""
-    source = video.get_stream_source() if isinstance(video, InputImpl.VideoFromFile) else None
-    if isinstance(source, str):
-        return source, None
-    spill = _temp_video_path("in")
-    video.save_to(spill)
-    return spill, spill
-
-
-def _output_video(path: str):
-    """A VIDEO for ``path``; the temp file lives exactly as long as the VIDEO value."""
-    result = InputImpl.VideoFromFile(path)
-    weakref.finalize(result, _remove, path)
-    return result
-
-
 class LatentSyncVideo(io.ComfyNode):
     @classmethod
     @override
@@ -260,8 +148,10 @@ class LatentSyncVideo(io.ComfyNode):
             inputs=[
                 io.Video.Input("video", tooltip="The video (Load Video). Its frame rate is kept."),
                 io.Audio.Input("audio", tooltip="Speech to lip-sync to (any sample rate / channels)."),
-                *_sync_inputs(),
-                *_extra_inputs(),
+                *sync_inputs(),
+                *model_inputs(),
+                face_input(),
+                *control_inputs(),
             ],
             outputs=[io.Video.Output("out_video", display_name="video",
                                      tooltip="The lip-synced video with the audio.")],
@@ -270,25 +160,13 @@ class LatentSyncVideo(io.ComfyNode):
     @classmethod
     @override
     def execute(cls, video, audio: dict, seed: int = 1247, lips_expression: float = 1.5, inference_steps: int = 20,
-                model: ModelHandle | None = None, length_mode: str = "audio", deepcache: bool = False,
-                face: str = "largest") -> io.NodeOutput:
-        from .latentsync.api import lipsync_file  # at run time: the pipeline imports OpenCV, which sets env vars
-
+                model: ModelHandle | None = None, restore_model=None, **controls) -> io.NodeOutput:
         model = model or ModelHandle()
-        settings = _settings(model, seed, lips_expression, inference_steps, length_mode, deepcache, face)
-        source, spill = _video_file(video)
-        out_path = _temp_video_path("out")
-        progress, cancel = comfy_progress()
-        try:
-            lipsync_file(source, _audio(audio), out_path, settings, models=model, host=comfy_host(),
-                             progress=progress, cancel=cancel)
-        finally:
-            if spill is not None:
-                _remove(spill)
-        return io.NodeOutput(_output_video(out_path))
+        settings = settings_for(model, seed, lips_expression, inference_steps, **controls)
+        return io.NodeOutput(lipsync_video_file(video, audio_value(audio), settings, model, restore_model))
 
 
-NODES = [LatentSyncNode, VideoLengthAdjuster, LatentSyncModelLoader, LatentSyncVideo]
+NODES = [LatentSyncNode, VideoLengthAdjuster, LatentSyncModelLoader, LatentSyncVideo, *DIALOGUE_NODES]
 
 
 class LatentSyncExtension(ComfyExtension):

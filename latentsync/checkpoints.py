@@ -53,6 +53,12 @@ class ModelPaths:
     version: str = "1.6"
     unet_config: Path | None = None
 
+    @property
+    def root(self) -> Path:
+        """The models folder (where face_landmarker.task is looked for, and fetched to when allowed)."""
+        whisper = Path(self.whisper)
+        return whisper.parent.parent if whisper.parent.name == "whisper" else Path(self.unet).parent
+
 
 def _check_version(version: str) -> str:
     version = str(version)

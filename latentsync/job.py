@@ -16,6 +16,7 @@ from .errors import InputError
 from .inputs import parse_audio
 from .runtime import MemoryPlan, plan_for
 from .settings import LipSyncSettings
+from .silence import silence_weights
 from .speakers import FaceFinder, SpeakerTrack, as_speakers
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ class LipSyncJob:
     loop: str = "smooth"  # how a short video is extended (timeline.source_indices)
     source_order: np.ndarray | None = None  # source frame of each output frame, when the source length is known
     start: int = 0  # first output frame to produce (a segment)
-    faces: FaceFinder | None = None  # None: the face detector with the settings' face choice
-    paste: Callable | None = None  # paste-back (frame, face, matrix) -> frame; None: the reference's
-    restorer: Callable | None = None  # generated faces (N, 3, R, R) -> restored faces, on the device
+    faces: FaceFinder | None = None  # None: the face detector with the settings' face choice and controls
+    restorer: Callable | None = None  # (generated faces (N, 3, R, R), mouth mask) -> restored faces, on the device
+
+    def __post_init__(self):
+        self.paste_options = self.settings.paste_options()
 
     @property
     def keep_detections(self) -> bool:
@@ -61,13 +64,15 @@ class LipSyncJob:
 
 def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int | None = None,
                 plan: MemoryPlan | None = None, faces: FaceFinder | None = None, start: int = 0,
-                paste: Callable | None = None, restorer: Callable | None = None) -> LipSyncJob:
+                restorer: Callable | None = None) -> LipSyncJob:
     """1. check the inputs, 2. compute the audio features, 3. make the timeline.
 
     ``audio``: one audio in any accepted form, or a list of ``Speaker``. ``n_frames``: the source's frame count
     when known. ``plan``: the memory plan (default: the one for the models' device, with the settings'
-    overrides). ``faces``: faces known in advance (``GivenFaces``). ``start``: produce output frames from here
-    on (needs ``faces``)."""
+    overrides). ``faces``: faces known in advance (``GivenFaces``; needed for several speakers). ``start``:
+    produce output frames from here on (needs ``faces``). ``restorer``: e.g. latentsync.face.enhance.FaceRestorer.
+    Speaker k's seed is ``settings.seed + k``; with several speakers each keeps its original face where its own
+    track is silent."""
     if str(settings.version) != str(models.version):
         log.warning("settings ask for LatentSync %s but the loaded models are %s; using the models",
                     settings.version, models.version)
@@ -75,17 +80,13 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
     speakers = as_speakers(audio)
     if faces is not None and faces.n_speakers != len(speakers):
         raise InputError(f"The faces given are for {faces.n_speakers} speakers, but there are {len(speakers)}.")
+    if len(speakers) > 1 and faces is None:
+        raise InputError("Several speakers need their faces found first (faces=GivenFaces(...), see api.find_faces).")
     if start and faces is None:
         raise InputError("A segment (start > 0) needs the faces of the frames before it (faces=GivenFaces(...)).")
     clips = [parse_audio(s.audio) for s in speakers]
     monos = [to_mono_16k(c.samples, c.sample_rate) for c in clips]
-    if settings.reference:  # the reference's frame count, from the (single) track at 16 kHz
-        n_out = tl.reference_frame_count(max(len(m) for m in monos), fps)
-    elif settings.length_mode == "video" and n_frames is None:
-        n_out = None
-    else:
-        longest = max(c.duration for c in clips)
-        n_out = tl.output_frame_count(longest, fps, n_frames, settings.length_mode)
+    n_out = output_length(clips, fps, settings, n_frames)
     if n_out is not None and start >= n_out:
         raise InputError(f"The segment starts at frame {start}, but the output has {n_out} frames.")
 
@@ -97,8 +98,11 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
         with torch.inference_mode():  # 2. audio features
             features = audio_features(models.audio_encoder, mono,
                                       mode="reference" if settings.reference else "stitched")
+        weights = None
+        if n_out is not None and (settings.silence == "keep" or len(speakers) > 1):
+            weights = silence_weights(mono, fps, n_out, settings.silence_db)  # a dialogue's listeners stay still
         tracks.append(SpeakerTrack(speaker.face or settings.face, clip, features, fps, settings.seed + k,
-                                   reference=settings.reference))
+                                   reference=settings.reference, weights=weights))
 
     loop = "reference" if settings.reference else "smooth"
     source_order = tl.source_indices(n_out, n_frames, loop) if n_out is not None and n_frames else None
@@ -106,11 +110,21 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
         raise InputError("A segment (start > 0) needs the source's frame count.")
     if plan is None:
         plan = plan_for(0, 0, models.device.type).with_overrides(settings.window_batch, settings.vae_slice)
-    return LipSyncJob(settings, plan, fps, n_out, tracks, _mix([t.clip for t in tracks]), loop, source_order,
-                      start, faces, paste, restorer)
+    return LipSyncJob(settings, plan, fps, n_out, tracks, mix_tracks([t.clip for t in tracks]), loop, source_order,
+                      start, faces, restorer)
 
 
-def _mix(clips: list[AudioClip]) -> AudioClip:
+def output_length(clips: list[AudioClip], fps: float, settings: LipSyncSettings, n_frames: int | None) -> int | None:
+    """Output frames (timeline rules; the longest track decides in audio mode); None in video mode when the
+    source's length is unknown."""
+    if settings.reference:  # the reference's frame count, from the track at 16 kHz
+        return tl.reference_frame_count(max(len(to_mono_16k(c.samples, c.sample_rate)) for c in clips), fps)
+    if settings.length_mode == "video" and n_frames is None:
+        return None
+    return tl.output_frame_count(max(c.duration for c in clips), fps, n_frames, settings.length_mode)
+
+
+def mix_tracks(clips: list[AudioClip]) -> AudioClip:
     """One track: itself. Several (dialogue): summed at the highest sample rate with the most channels (mono
     tracks spread to every channel), clipped to [-1, 1]."""
     if len(clips) == 1:

@@ -34,7 +34,8 @@ import torch
 from . import timeline as tl
 from .denoise import DenoiseContext, denoise_windows, faces_to_tensor, replay_window_draws
 from .errors import CancelledError, NoFaceError
-from .face import FaceAligner, FaceDetector, latent_mask, load_mask, restore_face
+from .face import FaceAligner, FaceDetector, latent_mask, load_mask
+from .face.blend import paste_face
 from .inputs import FrameSource
 from .job import LipSyncJob, prepare_job
 from .scheduler import make_scheduler
@@ -64,7 +65,14 @@ class LipSyncPipeline:
         """Yield the lip-synced frames as uint8 chunks (n, H, W, 3), in order. ``on_frame`` sees every finished
         frame (its detections, matrices and pixels) — for previews and reports."""
         settings = job.settings
-        stage = in_background if settings.pipelined else (lambda items, name: items)
+        stages: list = []  # the background stages, closed in the end whatever happens
+
+        def stage(items, name):
+            if not settings.pipelined:
+                return items
+            stages.append(in_background(items, name))
+            return stages[-1]
+
         # 1. check inputs: the source checks its frames where they enter; 2-3. audio features, timeline: the job
         frames = tl.played_frames(source, job.n_out, loop=job.loop, start=job.start,
                                   cache_bytes=settings.cache_mb << 20)
@@ -77,16 +85,17 @@ class LipSyncPipeline:
         # 7. finished frames, in display order
         try:
             yield from chunks
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+        finally:  # stop every stage first (none waits for another's next item), then wait for them
+            for background in stages:
+                background.stop()
+            for background in reversed(stages):
+                background.close()
 
     # ------------------------------------------------------------------------------------------ 4. faces
     def _find_faces(self, frames: Iterable, job: LipSyncJob, cancel: Cancel | None) -> Iterator[Batch]:
         finder = job.faces or DetectedFaces(FaceDetector(
             backend=job.settings.face_backend, face=job.speakers[0].face, model_dir=self.models.model_dir,
-            allow_download=True))
+            allow_download=self.models.allow_download, settings=job.settings.detection()))
         aligners = [FaceAligner(self.models.resolution) for _ in job.speakers]
         builders = [WindowBuilder(k) for k in range(len(job.speakers))]
         found_by_source: dict[int, list] = {}  # the detections of each source frame, for a ping-pong replay
@@ -185,7 +194,7 @@ class LipSyncPipeline:
             audio = torch.stack([track.window_audio([f.index for f in w.frames]) for w in group])
             generated = denoise_windows(context, faces, audio.to(self.device, self.dtype), cancel)
             if job.restorer is not None:
-                generated = job.restorer(generated)
+                generated = job.restorer(generated, context.mask[0])
             generated = generated.cpu()
         for k, slot in enumerate(s for w in group for s in w.slots):
             slot.generated, slot.face = generated[k], None
@@ -233,12 +242,13 @@ class LipSyncPipeline:
 
     @staticmethod
     def _paste_faces(work: FrameWork, job: LipSyncJob) -> np.ndarray:
+        """Each speaker's generated face into the frame, in speaker order (overlapping faces: the later wins)."""
         out = work.frame
+        options = job.paste_options
         for slot in work.slots:
             if slot is None or slot.generated is None or slot.weight == 0.0:
                 continue
-            pasted = job.paste(out, slot.generated, slot.matrix) if job.paste else restore_face(
-                out, slot.generated, slot.matrix)
+            pasted = paste_face(out, slot.generated, slot.matrix, options)
             if slot.weight < 1.0:
                 pasted = (out + slot.weight * (pasted.astype(np.float32) - out)).round().astype(np.uint8)
             out = pasted

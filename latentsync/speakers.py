@@ -11,7 +11,8 @@ say, for every played frame, where each speaker's face is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,8 +20,12 @@ import numpy as np
 import torch
 
 from .audio import AudioClip, frame_chunks
-from .face import Detection, FaceDetector
+from .errors import CancelledError
+from .face import Detection, FaceDetector, FaceTracker, format_ranges, track_faces
+from .face.tracks import parse_speaker
 from .inputs import parse_audio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,48 @@ class GivenFaces:
 
     def close(self) -> None:
         pass
+
+
+def find_faces(frames: Iterable[np.ndarray], speakers: Sequence[Speaker], settings, *, fps: float = 25.0,
+               model_dir=None, allow_download: bool = True,
+               cancel: Callable[[], bool] | None = None) -> GivenFaces:
+    """A pass over the source frames, before any model work: each speaker's face in every frame.
+
+    One speaker: the face detector with the settings' face choice (the same detections the streaming pipeline
+    makes, frame by frame). Several: every face tracked with a stable id (latentsync.face.FaceTracker), each
+    speaker's selector (left, right, index:N, id:K) resolved once — unknown selectors, two speakers on one face
+    or an id that never appears are an InputError naming the ids that do appear."""
+    detection = settings.detection()
+    selectors = [s.face or settings.face for s in speakers]
+    if len(speakers) == 1:
+        faces = []
+        with FaceDetector(backend=settings.face_backend, face=selectors[0], model_dir=model_dir,
+                          allow_download=allow_download, settings=detection) as detector:
+            for frame in frames:
+                _check_cancel(cancel)
+                faces.append([detector.detect(frame)])
+        return GivenFaces(faces)
+    for selector in selectors:
+        parse_speaker(selector)
+    with FaceTracker(settings.face_backend, model_dir=model_dir, allow_download=allow_download,
+                     settings=detection, fps=fps) as tracker:
+        tracks = track_faces(frames, tracker, selectors, on_frame=lambda i: _check_cancel(cancel))
+    ids = tracks.speaker_ids
+    log.info("dialogue: speaker faces %s are face ids %s (ids in the clip: %s)", selectors, list(ids), tracks.ids())
+    return GivenFaces([[found.get(face_id) for face_id in ids] for found in tracks.faces])
+
+
+def faceless_summary(has_face: Sequence[bool]) -> str:
+    """'' when every frame had a face, else e.g. 'no face in 7 of 120 frames: 3–5, 9, 20–21'."""
+    missing = [i for i, found in enumerate(has_face) if not found]
+    if not missing:
+        return ""
+    return f"no face in {len(missing)} of {len(has_face)} frames: {format_ranges(missing)}"
+
+
+def _check_cancel(cancel) -> None:
+    if cancel is not None and cancel():
+        raise CancelledError("Lip-sync was cancelled.")
 
 
 def _points_detection(points: np.ndarray) -> Detection:

@@ -220,14 +220,17 @@ class VideoWriter:
     ``fps`` may be a float or a Fraction (29.97 → 2997/100; pass Fraction(30000, 1001) or ``VideoInfo.rate`` for
     NTSC rates). Audio is written in full (trim/pad it beforehand to the length you want)."""
 
-    def __init__(self, path, fps, width: int, height: int, audio=None, crf: int = 18, preset: str = "medium"):
+    def __init__(self, path, fps, width: int, height: int, audio=None, crf: int = 18, preset: str = "medium",
+                 lossless: bool = False):
         self.path = Path(path)
         self.rate = _exact_rate(fps)
         self.width, self.height = int(width), int(height)
         if self.width < 1 or self.height < 1:
             raise InputError(f"Invalid video size {width}x{height}.")
         self.enc_width, self.enc_height = self.width + self.width % 2, self.height + self.height % 2
-        self.crf, self.preset = int(crf), preset
+        self.crf, self.preset, self.lossless = int(crf), preset, bool(lossless)
+        if self.lossless:  # FFV1 in RGB: frames come back bit-exact (segments of a distributed job)
+            self.enc_width, self.enc_height = self.width, self.height
         self.audio = None
         if audio is not None:
             samples, sr = audio
@@ -254,6 +257,8 @@ class VideoWriter:
         except (av.error.FFmpegError, ValueError) as e:
             raise InputError(f"Cannot write video {self.path} ({e}); use an .mp4, .mov or .mkv name.") from e
         self._container = c
+        if self.lossless:
+            return self._open_lossless(c)
         v = c.add_stream("libx264", rate=self.rate)
         v.width, v.height, v.pix_fmt = self.enc_width, self.enc_height, "yuv420p"
         self._tb = 1 / self.rate  # fixed codec time base (the muxer may change the stream's own)
@@ -272,6 +277,16 @@ class VideoWriter:
                         self.enc_width, self.enc_height)
         return self
 
+    def _open_lossless(self, container) -> "VideoWriter":
+        if self.audio is not None:
+            raise InputError("A lossless (FFV1) part is written without audio.")
+        v = container.add_stream("ffv1", rate=self.rate)
+        v.width, v.height, v.pix_fmt = self.width, self.height, "bgr0"
+        self._tb = 1 / self.rate
+        v.time_base = v.codec_context.time_base = self._tb
+        self._v = v
+        return self
+
     def write(self, frames: np.ndarray) -> None:
         """Append frames (n, H, W, 3) uint8 RGB (or one frame (H, W, 3))."""
         import av
@@ -287,7 +302,8 @@ class VideoWriter:
                                      (0, 0)), mode="edge")
         for img in frames:
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            f = f.reformat(format="yuv420p", dst_colorspace="ITU709", interpolation=_sws_flags())
+            f = f.reformat(format="bgr0") if self.lossless else \
+                f.reformat(format="yuv420p", dst_colorspace="ITU709", interpolation=_sws_flags())
             f.pts = self.n_written
             f.time_base = self._tb
             self.n_written += 1

@@ -3,8 +3,9 @@ same items, produced by a thread that works ahead of the consumer by at most ``d
 
 * Order is kept, so a chain of stages gives exactly the serial result.
 * An exception in the stage is raised in the consumer, as it was raised (type and message unchanged).
-* Closing the returned iterator (the consumer stops, is cancelled or fails) stops the thread promptly and
-  closes the stage's own iterator, which closes the stages before it: no thread outlives the pipeline.
+* ``stop()`` asks the thread to end at its next hand-over, ``close()`` also waits for it; the thread then closes
+  the stage's own iterator. A chain is ended by stopping every stage first, then closing them (the pipeline
+  does this whatever happens), so no thread outlives the pipeline.
 * The thread runs in a copy of the caller's context (contextvars), so hosts that keep per-task state there
   (e.g. ComfyUI's executing node for its progress bar) still see it.
 """
@@ -76,8 +77,12 @@ class BackgroundStage(Iterator[T]):
             raise item.exc
         return item
 
+    def stop(self) -> None:
+        """Ask the thread to stop at its next hand-over (does not wait)."""
+        self._stop.set()
+
     def close(self) -> None:
-        """Stop the thread (it closes its stage, and through it the stages before) and wait for it."""
+        """Stop the thread (it closes its stage's iterator) and wait for it."""
         self._stop.set()
         while self._thread.is_alive():
             try:
@@ -90,5 +95,5 @@ class BackgroundStage(Iterator[T]):
         self._stop.set()
 
 
-def in_background(items: Iterable[T], name: str, depth: int = 2) -> Iterator[T]:
+def in_background(items: Iterable[T], name: str, depth: int = 1) -> Iterator[T]:
     return BackgroundStage(items, name, depth)

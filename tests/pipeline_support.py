@@ -8,8 +8,6 @@ sidecar ``unet_config.json``. One test runs the tiny set at its own 512 px.
 
 from __future__ import annotations
 
-import json
-import os
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -17,25 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from tools.make_sample import make_frames, make_speech
+from tools.make_tiny_models import small_model_dir  # noqa: F401 (the tests' import place)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 W, H = 640, 360
-
-
-def small_model_dir(tiny_dir: Path, dest: Path | None = None, resolution: int = 64) -> Path:
-    """``dest`` = the tiny set (symlinked files) with the UNet config's face resolution changed. The default
-    ``dest`` sits next to ``tiny_dir``, so every test module shares one folder (and one loaded pipeline)."""
-    dest = Path(dest) if dest is not None else Path(tiny_dir).parent / f"{Path(tiny_dir).name}-r{resolution}"
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("latentsync_unet.pt", "whisper", "vae"):
-        link = dest / name
-        if not link.exists():
-            os.symlink(Path(tiny_dir).resolve() / name, link)
-    cfg = json.loads((tiny_dir / "unet_config.json").read_text())
-    cfg["resolution"] = resolution
-    (dest / "unet_config.json").write_text(json.dumps(cfg))
-    return dest
 
 
 class TinyRunner:

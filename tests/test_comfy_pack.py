@@ -67,7 +67,8 @@ def test_import_has_no_side_effects(imported):
 
 def test_extension_lists_the_nodes(imported):
     state, _ = imported
-    assert state["nodes"] == ["LatentSyncNode", "VideoLengthAdjuster", "LatentSyncModelLoader", "LatentSyncVideo"]
+    assert state["nodes"] == ["LatentSyncNode", "VideoLengthAdjuster", "LatentSyncModelLoader", "LatentSyncVideo",
+                              "LatentSyncDialogue", "LatentSyncDialogueVideo"]
 
 
 def test_library_uses_relative_imports_only():

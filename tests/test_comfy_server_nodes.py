@@ -36,15 +36,19 @@ def test_object_info_lists_every_node_with_its_inputs(object_info):
     node = object_info["LatentSyncNode"]
     assert node["display_name"] == "LatentSync1.6 Node" and node["category"] == "LatentSyncNode"
     assert _names(node, "required") == ["images", "audio", "seed", "lips_expression", "inference_steps"]
-    assert _names(node, "optional")[:1] == ["model"]
-    assert set(_names(node, "optional")) == {"model", "length_mode", "deepcache", "face", "fps"}
+    controls = ["blend", "feather_px", "color_match", "restore_model", "restore_strength", "min_face_height",
+                "face_confidence", "face_region", "redetect_every", "silence", "silence_db"]
+    # the old optional inputs first, in their order; the artist controls after them (old workflows keep loading)
+    assert _names(node, "optional") == ["model", "length_mode", "deepcache", "face", "fps", *controls]
+    assert node["input"]["optional"]["restore_model"][0] == "UPSCALE_MODEL"
+    assert node["input"]["optional"]["face_region"][0] == "MASK"
     req = node["input"]["required"]
     assert req["seed"][1]["default"] == 1247 and req["seed"][1]["control_after_generate"] is True
     assert (req["lips_expression"][1]["default"], req["lips_expression"][1]["min"], req["lips_expression"][1]["max"],
             req["lips_expression"][1]["step"]) == (1.5, 1.0, 3.0, 0.1)
     assert (req["inference_steps"][1]["default"], req["inference_steps"][1]["min"],
             req["inference_steps"][1]["max"]) == (20, 1, 999)
-    assert node["output"] == ["IMAGE", "AUDIO"] and node["output_name"] == ["images", "audio"]
+    assert node["output"] == ["IMAGE", "AUDIO", "IMAGE"] and node["output_name"] == ["images", "audio", "preview"]
 
     adj = object_info["VideoLengthAdjuster"]
     assert _names(adj, "required") == ["images", "audio", "mode", "fps", "silent_padding_sec"]
@@ -61,8 +65,17 @@ def test_object_info_lists_every_node_with_its_inputs(object_info):
 
     video = object_info["LatentSyncVideo"]
     assert _names(video, "required") == ["video", "audio", "seed", "lips_expression", "inference_steps"]
+    assert _names(video, "optional") == ["model", "length_mode", "deepcache", "face", *controls]
     assert video["output"] == ["VIDEO"]
-    for name in ("LatentSyncNode", "VideoLengthAdjuster", "LatentSyncModelLoader", "LatentSyncVideo"):
+
+    dialogue = object_info["LatentSyncDialogue"]
+    assert _names(dialogue, "required") == ["images", "fps", "audio_1", "face_1", "audio_2", "face_2", "seed",
+                                            "lips_expression", "inference_steps"]
+    assert _names(dialogue, "optional")[:6] == ["model", "length_mode", "deepcache", "audio_3", "face_3", "audio_4"]
+    assert dialogue["output_name"] == ["images", "audio", "preview"]
+    assert object_info["LatentSyncDialogueVideo"]["output"] == ["VIDEO"]
+    for name in ("LatentSyncNode", "VideoLengthAdjuster", "LatentSyncModelLoader", "LatentSyncVideo",
+                 "LatentSyncDialogue", "LatentSyncDialogueVideo"):
         for section in ("required", "optional"):
             for inp, spec in object_info[name]["input"].get(section, {}).items():
                 assert spec[1].get("tooltip"), f"{name}.{inp} has no tooltip"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -129,6 +130,21 @@ def make_tiny_models(dest, version: str = "1.6", seed: int = 0) -> Path:
     (dest / "TINY_MODELS.txt").write_text(
         f"Random-weight LatentSync {version} models (seed {seed}) written by tools/make_tiny_models.py.\n"
         "For tests and trying the pack only: they do not lip-sync.\n", encoding="utf-8")
+    return dest
+
+
+def small_model_dir(tiny_dir: Path, dest: Path | None = None, resolution: int = 64) -> Path:
+    """``dest`` = the tiny set (symlinked files) with the UNet config's face resolution changed (e.g. 64 px faces
+    to keep CPU time low; the weights are the same). The default ``dest`` sits next to ``tiny_dir``."""
+    dest = Path(dest) if dest is not None else Path(tiny_dir).parent / f"{Path(tiny_dir).name}-r{resolution}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("latentsync_unet.pt", "whisper", "vae"):
+        link = dest / name
+        if not link.exists():
+            os.symlink(Path(tiny_dir).resolve() / name, link)
+    config = json.loads((Path(tiny_dir) / "unet_config.json").read_text())
+    config["resolution"] = resolution
+    (dest / "unet_config.json").write_text(json.dumps(config))
     return dest
 
 

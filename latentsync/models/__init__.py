@@ -29,6 +29,7 @@ class LatentSyncModels:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     model_dir: Path | None = None  # the weights' root folder; also where face_landmarker.task is looked for
+    allow_download: bool = True  # face_landmarker.task may be fetched into model_dir when missing
 
     @property
     def resolution(self) -> int:
@@ -83,6 +84,4 @@ def load_models(paths, device="cpu", dtype=torch.float32, unet_config: dict | No
     unet = load_unet(paths.unet, config, device=device, dtype=dtype)
     vae = load_vae(paths.vae, device, dtype)
     encoder = load_whisper_encoder(paths.whisper, device=device, dtype=dtype)
-    whisper = Path(paths.whisper)
-    root = whisper.parent.parent if whisper.parent.name == "whisper" else Path(paths.unet).parent
-    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype, root)
+    return LatentSyncModels(unet, vae, encoder, dict(config), str(paths.version), device, dtype, paths.root)
