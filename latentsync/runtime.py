@@ -277,7 +277,8 @@ class ModelHandle:
     unless ``keep_loaded``."""
 
     def __init__(self, version: str = "1.6", device: str = "auto", dtype: str = "auto", *,
-                 keep_loaded: bool = False, models_dir: str | os.PathLike | None = None, download: bool = True):
+                 keep_loaded: bool = False, models_dir: str | os.PathLike | None = None, download: bool = True,
+                 accel: Any = None):
         self.version = check_version(version)
         if dtype not in DTYPES:
             raise InputError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
@@ -286,6 +287,7 @@ class ModelHandle:
         self.device_name, self.dtype_name = str(device or "auto"), dtype
         self.keep_loaded, self.download = bool(keep_loaded), bool(download)
         self.models_dir = str(models_dir) if models_dir else None
+        self.accel = accel  # GPU levers for the jobs that use these networks (latentsync.accel.Accel; None = off)
         self.models: Any = None  # latentsync.models.LatentSyncModels while loaded
         self.host_record: Any = None  # set and read by the host only (ComfyUI: the ModelPatcher it unloads)
         self.lock = threading.Lock()

@@ -34,6 +34,7 @@ DIALOGUE_WIDGETS = {"fps": 25.0, "face_1": "left", "face_2": "right", **SYNC, **
 EXTRA_SOCKETS = [("model", "LATENTSYNC_MODEL", True), ("restore_model", "UPSCALE_MODEL", True),
                  ("face_region", "MASK", True)]
 
+GPU_LEVERS = ["compile", "cuda_graphs", "channels_last", "cudnn_benchmark", "vae_tiling"]  # the loader's, all off
 # type -> (socket inputs [(name, type, optional)], widget names in order, outputs [(name, type)])
 TYPES = {
     "LoadVideo": ([], ["file"], [("VIDEO", "VIDEO")]),
@@ -50,7 +51,7 @@ TYPES = {
                             ("model", "LATENTSYNC_MODEL", True), ("audio_3", "AUDIO", True),
                             ("audio_4", "AUDIO", True), *EXTRA_SOCKETS[1:]],
                            list(DIALOGUE_WIDGETS), [("images", "IMAGE"), ("audio", "AUDIO"), ("preview", "IMAGE")]),
-    "LatentSyncModelLoader": ([], ["version", "dtype", "device", "keep_loaded", "models_dir"],
+    "LatentSyncModelLoader": ([], ["version", "dtype", "device", "keep_loaded", "models_dir", *GPU_LEVERS],
                               [("model", "LATENTSYNC_MODEL")]),
     "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], ["fps"], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", False)], ["filename_prefix", "format", "codec"], []),
@@ -68,7 +69,8 @@ def _node(nid, typ, widgets, links=None, pos=(0, 0), title=None, size=(300, 160)
 
 def _loader(nid: int, pos) -> dict:
     return _node(nid, "LatentSyncModelLoader", {"version": "1.6", "dtype": "auto", "device": "auto",
-                                                "keep_loaded": False, "models_dir": ""}, pos=pos, size=(300, 180))
+                                                "keep_loaded": False, "models_dir": "",
+                                                **{lever: False for lever in GPU_LEVERS}}, pos=pos, size=(300, 300))
 
 
 def _save(nid: int, prefix: str, video_from: tuple[int, int], pos) -> dict:
