@@ -144,7 +144,8 @@ def settings_for(model: ModelHandle, seed, lips_expression, inference_steps, **c
     region = controls.pop("face_region", None)
     controls.pop("restore_model", None)
     return LipSyncSettings(version=model.version, steps=int(inference_steps), guidance=float(lips_expression),
-                           seed=int(seed), face_region=None if region is None else region.cpu().numpy(), **controls)
+                           seed=int(seed), face_region=None if region is None else region.cpu().numpy(),
+                           accel=model.accel, **controls)
 
 
 def audio_value(audio):

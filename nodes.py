@@ -24,6 +24,13 @@ from .node_common import (CATEGORY, LatentSyncModel, audio_value, comfy_audio, c
 from .nodes_dialogue import DIALOGUE_NODES
 
 log = logging.getLogger("latentsync.comfy")
+GPU_LEVERS = [  # the loader's optional GPU levers (latentsync.accel), all off
+    ("compile", "torch.compile the UNet: faster windows after a first one that takes minutes (cached on disk)."),
+    ("cuda_graphs", "Capture and replay the UNet call on CUDA (less launch overhead; not with DeepCache)."),
+    ("channels_last", "Run the convolutions in channels-last (NHWC) memory layout."),
+    ("cudnn_benchmark", "Let cuDNN time its algorithms for this job's shapes (CUDA)."),
+    ("vae_tiling", "Decode the VAE in overlapping tiles (less memory, a close approximation)."),
+]
 __all__ = ["NODES", "LatentSyncExtension", "register_model_folders"]
 
 
@@ -114,13 +121,17 @@ class LatentSyncModelLoader(io.ComfyNode):
                 io.Combo.Input("version", options=list(VERSIONS), default="1.6",
                                tooltip="1.6: 512 px faces (sharper); 1.5: 256 px (lighter)."),
                 io.Combo.Input("dtype", options=list(DTYPES), default="auto",
-                               tooltip="auto: fp16 on GPU, fp32 on CPU."),
+                               tooltip="auto: ComfyUI's choice for its diffusion models (fp16 on most GPUs, fp32 "
+                                       "on the CPU; follows --force-fp32, --force-fp16, --fp16/bf16/fp32-unet)."),
                 io.Combo.Input("device", options=["auto", "cpu", "cuda", "mps"], default="auto",
                                tooltip="auto: ComfyUI's device."),
                 io.Boolean.Input("keep_loaded", default=False,
-                                 tooltip="Keep the networks in memory between runs (faster re-runs, holds VRAM)."),
+                                 tooltip="Keep the networks in memory between runs (faster re-runs, holds VRAM). "
+                                         "ComfyUI unloads them like its own models: Unload Models (POST /free), "
+                                         "or when another model needs the memory."),
                 io.String.Input("models_dir", default="", optional=True,
                                 tooltip="Optional folder to search instead of ComfyUI's models/latentsync."),
+                *[io.Boolean.Input(name, default=False, optional=True, tooltip=tip) for name, tip in GPU_LEVERS],
             ],
             outputs=[LatentSyncModel.Output("model", display_name="model", tooltip="Connect to a LatentSync node.")],
         )
@@ -128,8 +139,11 @@ class LatentSyncModelLoader(io.ComfyNode):
     @classmethod
     @override
     def execute(cls, version: str = "1.6", dtype: str = "auto", device: str = "auto", keep_loaded: bool = False,
-                models_dir: str = "") -> io.NodeOutput:
-        handle = ModelHandle(version, device, dtype, keep_loaded=keep_loaded, models_dir=models_dir.strip() or None)
+                models_dir: str = "", **levers: bool) -> io.NodeOutput:
+        from .latentsync.accel import Accel
+
+        handle = ModelHandle(version, device, dtype, keep_loaded=keep_loaded, models_dir=models_dir.strip() or None,
+                             accel=Accel(**levers))
         handle.paths(comfy_host())  # missing weights: the clear message now, or fetched now when allowed
         return io.NodeOutput(handle)
 

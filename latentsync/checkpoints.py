@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Iterable
 
 from .download import CONNECT_TIMEOUT, ProgressCallback, fetch_hub_files
-from .errors import InputError, MissingWeightsError
+from .errors import MissingWeightsError
+from .settings import check_version
 
 logger = logging.getLogger(__name__)
 
 PACK_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-VERSIONS = ("1.6", "1.5")
 UNET_REPOS = {"1.6": "ByteDance/LatentSync-1.6", "1.5": "ByteDance/LatentSync-1.5"}
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 UNET_NAMES = ("latentsync_unet.pt", "latentsync_unet.safetensors")
@@ -60,16 +60,9 @@ class ModelPaths:
         return whisper.parent.parent if whisper.parent.name == "whisper" else Path(self.unet).parent
 
 
-def _check_version(version: str) -> str:
-    version = str(version)
-    if version not in VERSIONS:
-        raise InputError(f"Unknown LatentSync version {version!r}; choose one of {', '.join(VERSIONS)}.")
-    return version
-
-
 def version_subdir(version: str) -> str:
     """Sub-folder of a models root that holds the UNet of ``version`` ('' for 1.6, the default)."""
-    return "" if _check_version(version) == "1.6" else f"latentsync-{version}"
+    return "" if check_version(version) == "1.6" else f"latentsync-{version}"
 
 
 def _roots(models_dir, search_dirs: Iterable) -> list[Path]:
@@ -130,7 +123,7 @@ def _vae_in(d: Path) -> Path | None:
 
 def _resolve(version, models_dir, search_dirs, vae_dirs):
     """Per component: (found path or None, [paths searched])."""
-    version = _check_version(version)
+    version = check_version(version)
     roots = _roots(models_dir, search_dirs)
     result = {}
     searched = []
@@ -297,7 +290,7 @@ def download_models(version: str = "1.6", dest=None, *, progress: ProgressCallba
                     endpoint: str | None = None, timeout: float = CONNECT_TIMEOUT) -> ModelPaths:
     """Download what ``dest`` (default ``<pack>/checkpoints``) lacks for ``version``; files already there are
     skipped. Same downloader, progress and offline rules as ``ensure_models``."""
-    version = _check_version(version)
+    version = check_version(version)
     dest = Path(dest).expanduser() if dest is not None else PACK_CHECKPOINTS
     todo = [(repo, name, target) for repo, name, target in _plan(version, dest) if not target.is_file()]
     try:

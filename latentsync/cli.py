@@ -27,6 +27,7 @@ import time
 from tqdm.auto import tqdm
 
 from . import checkpoints
+from .accel import accel_from_args, add_accel_arguments
 from .api import Speaker, lipsync_file
 from .errors import CancelledError, InputError, LatentSyncError, MissingWeightsError
 from .runtime import Host, MemoryPlan, ModelHandle
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "contact sheet into this folder")
     look.add_argument("--speaker", action="append", default=None, metavar="FACE=AUDIO",
                       help="dialogue: a face (left, right, index:N, id:K) and its audio file; repeat per speaker")
+    add_accel_arguments(p)
     _common(p)
     return p
 
@@ -133,7 +135,7 @@ def run(args) -> str:
                                color_match=args.color_match, restore_strength=args.restore_strength,
                                min_face_height=args.min_face, face_confidence=args.face_confidence,
                                face_region=_region(args.face_region), redetect_every=args.redetect_every,
-                               silence=args.silence, silence_db=args.silence_db)
+                               silence=args.silence, silence_db=args.silence_db, accel=accel_from_args(args))
     models = ModelHandle(args.version, args.device, args.dtype, models_dir=args.models_dir,
                          download=not args.no_download)
     bars: list[tqdm] = []  # made at the first step, so errors before it print alone

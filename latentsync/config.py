@@ -19,11 +19,11 @@ import torch
 from accelerate import init_empty_weights
 
 from .errors import InputError
+from .settings import VERSIONS
 
 logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "unet"
-VERSIONS = ("1.6", "1.5")
 SIDECAR_NAME = "unet_config.json"
 
 

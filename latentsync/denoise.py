@@ -39,6 +39,7 @@ class DenoiseContext:
     vae_slice: int
     cfg_serial: bool  # run the unconditional and audio halves one after the other (same math, half the memory)
     on_step: Callable[[int], None]  # after each denoising step, with the number of windows advanced
+    vae_tiling: bool = False  # decode in overlapping tiles (latentsync.accel)
 
 
 def faces_to_tensor(faces: list[np.ndarray], device, dtype) -> torch.Tensor:
@@ -117,6 +118,6 @@ def denoise_windows(ctx: DenoiseContext, faces: torch.Tensor, audio_embeds: torc
         ctx.on_step(n_windows)
 
     latents = latents.permute(0, 2, 1, 3, 4).reshape(n_windows * n_frames, latents.shape[1], *latents.shape[3:])
-    decoded = decode(ctx.vae, latents, ctx.vae_slice).float()
+    decoded = decode(ctx.vae, latents, ctx.vae_slice, tiled=ctx.vae_tiling).float()
     faces = faces.reshape(n_windows * n_frames, *faces.shape[2:]).float()
     return decoded * (1.0 - ctx.mask) + faces * ctx.mask

@@ -77,6 +77,7 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
         log.warning("settings ask for LatentSync %s but the loaded models are %s; using the models",
                     settings.version, models.version)
     fps = tl.check_fps(fps)
+    settings.gpu_levers().check(models.device, deepcache=settings.deepcache)  # impossible levers fail now
     speakers = as_speakers(audio)
     if faces is not None and faces.n_speakers != len(speakers):
         raise InputError(f"The faces given are for {faces.n_speakers} speakers, but there are {len(speakers)}.")

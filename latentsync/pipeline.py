@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import timeline as tl
+from .accel import Accelerated, accelerated
 from .denoise import DenoiseContext, denoise_windows, faces_to_tensor, replay_window_draws
 from .errors import CancelledError, NoFaceError
 from .face import FaceAligner, FaceDetector, latent_mask, load_mask
@@ -171,19 +172,21 @@ class LipSyncPipeline:
             if progress is not None:
                 progress(done[0], total[0], {"steps": steps})
 
-        contexts = [self._context(job, track.seed, on_step) for track in job.speakers]
-        for batch in batches:
-            for group in batch.groups:
-                context = contexts[group[0].speaker]
-                if group[0].replay:
-                    for window in group:
-                        replay_window_draws(context, len(window))
-                        done[0] += steps  # counted as done for the progress bar
-                else:
-                    self._denoise_group(context, group, job, cancel)
-                for slot in (s for window in group for s in window.slots):
-                    slot.done = True
-            yield batch
+        settings = job.settings
+        with accelerated(self.models, settings.gpu_levers(), deepcache=settings.deepcache) as networks:
+            contexts = [self._context(job, track.seed, on_step, networks) for track in job.speakers]
+            for batch in batches:
+                for group in batch.groups:
+                    context = contexts[group[0].speaker]
+                    if group[0].replay:
+                        for window in group:
+                            replay_window_draws(context, len(window))
+                            done[0] += steps  # counted as done for the progress bar
+                    else:
+                        self._denoise_group(context, group, job, cancel)
+                    for slot in (s for window in group for s in window.slots):
+                        slot.done = True
+                yield batch
         if progress is not None and done[0] != total[0]:
             progress(done[0], done[0], {"steps": steps, "final": True})
 
@@ -199,7 +202,8 @@ class LipSyncPipeline:
         for k, slot in enumerate(s for w in group for s in w.slots):
             slot.generated, slot.face = generated[k], None
 
-    def _context(self, job: LipSyncJob, seed: int, on_step: Callable[[int], None]) -> DenoiseContext:
+    def _context(self, job: LipSyncJob, seed: int, on_step: Callable[[int], None],
+                 networks: Accelerated) -> DenoiseContext:
         resolution = self.models.resolution
         vae_factor = 2 ** (len(self.models.vae.config.block_out_channels) - 1)
         latent_side = resolution // vae_factor
@@ -215,12 +219,13 @@ class LipSyncPipeline:
         shape = (1, channels, 1, latent_side, latent_side)
         initial_noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
         return DenoiseContext(
-            unet=self.models.unet, vae=self.models.vae, scheduler=scheduler,
+            unet=networks.unet, vae=networks.vae, scheduler=scheduler,
             mask=torch.from_numpy(mask).to(self.device)[None],
             mask_latent=mask_latent.to(self.device, self.dtype)[None, None, None], initial_noise=initial_noise,
             generator=generator, guidance=float(job.settings.guidance),
             deepcache=job.settings.deepcache_interval if job.settings.deepcache else 0,
-            vae_slice=job.plan.vae_slice, cfg_serial=job.plan.cfg_serial, on_step=on_step)
+            vae_slice=job.plan.vae_slice, cfg_serial=job.plan.cfg_serial, on_step=on_step,
+            vae_tiling=networks.vae_tiling)
 
     # ------------------------------------------------------------------------------------------ 6. paste back
     def _paste(self, batches: Iterable[Batch], job: LipSyncJob,

@@ -13,8 +13,10 @@
 * ``ModelHandle`` + ``run_job``: one memory-managed job — plan → scoped fraction → load the networks (unless
   kept loaded) → work (OOM: one retry a tier lower) → tear down unless kept → restore the fraction.
 
-A ``Host`` is what a job needs from its surroundings (device memory, freeing other models, model folders);
-the CLI uses the default (torch.cuda), ComfyUI passes one built on its model management (memory_limiter.py).
+A ``Host`` is what a job needs from its surroundings (device memory, freeing other models, model folders, its
+choice of device / dtype, its own cap on the plan, and a say over networks it may take back: ``use_models``
+wraps the work and may later call ``handle.release()``); the CLI uses the default (torch.cuda), ComfyUI passes
+one built on its model management (memory_limiter.py).
 """
 
 from __future__ import annotations
@@ -69,11 +71,15 @@ def resolve_device(name: str | torch.device | None = "auto",
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+def resolve_dtype(name: str, device: torch.device,
+                  default: Callable[[torch.device], torch.dtype] | None = None) -> torch.dtype:
+    """``auto`` → ``default(device)`` (the host's choice), else fp16 on a GPU, fp32 on the CPU."""
     if name not in DTYPES:
         raise InputError(f"Unknown dtype {name!r}; use one of {', '.join(DTYPES)}.")
     if name != "auto":
         return _TORCH_DTYPES[name]
+    if default is not None:
+        return default(device)
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
 
 
@@ -251,11 +257,18 @@ class Host:
     on_cancel: Callable[[], None] = lambda: None  # raise the host's own interrupt exception, if it has one
     download_progress: Callable[[int, int, dict], None] | None = None  # weights download progress
     on_plan: Callable[[MemoryPlan], None] = lambda plan: None  # show the memory plan (the CLI prints it)
+    default_dtype: Callable[[torch.device], torch.dtype] | None = None  # "auto" dtype; None: resolve_dtype's
+    limit_plan: Callable[[MemoryPlan], MemoryPlan] = lambda plan: plan  # the host's cap, before user overrides
+    # wraps each job's work once the networks are loaded; the host may account for kept networks and later take
+    # their memory back with handle.release() (never while the work runs)
+    use_models: Callable[[ModelHandle], contextlib.AbstractContextManager] = \
+        lambda handle: contextlib.nullcontext()
 
     def plan(self, device: torch.device, window_batch: int = 0, vae_slice: int = 0) -> MemoryPlan:
-        """The memory plan for ``device`` (same tier table for every host), with the user's overrides."""
+        """The memory plan for ``device`` (same tier table for every host, the host's cap), with the user's
+        overrides."""
         total, free = self.memory(device) if device.type != "cpu" else (0, 0)
-        return plan_for(total, free, str(device)).with_overrides(window_batch, vae_slice)
+        return self.limit_plan(plan_for(total, free, str(device))).with_overrides(window_batch, vae_slice)
 
 
 class ModelHandle:
@@ -264,7 +277,8 @@ class ModelHandle:
     unless ``keep_loaded``."""
 
     def __init__(self, version: str = "1.6", device: str = "auto", dtype: str = "auto", *,
-                 keep_loaded: bool = False, models_dir: str | os.PathLike | None = None, download: bool = True):
+                 keep_loaded: bool = False, models_dir: str | os.PathLike | None = None, download: bool = True,
+                 accel: Any = None):
         self.version = check_version(version)
         if dtype not in DTYPES:
             raise InputError(f"Unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}.")
@@ -273,7 +287,9 @@ class ModelHandle:
         self.device_name, self.dtype_name = str(device or "auto"), dtype
         self.keep_loaded, self.download = bool(keep_loaded), bool(download)
         self.models_dir = str(models_dir) if models_dir else None
+        self.accel = accel  # GPU levers for the jobs that use these networks (latentsync.accel.Accel; None = off)
         self.models: Any = None  # latentsync.models.LatentSyncModels while loaded
+        self.host_record: Any = None  # set and read by the host only (ComfyUI: the ModelPatcher it unloads)
         self.lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -300,7 +316,7 @@ class ModelHandle:
         if self.models is None:
             paths = self.paths(host)
             device = self.device(host)
-            dtype = resolve_dtype(self.dtype_name, device)
+            dtype = resolve_dtype(self.dtype_name, device, host.default_dtype)
             host.free_memory(weights_bytes(paths, dtype), device)
             self.models = load_models(paths, device, dtype)
             self.models.allow_download = self.download
@@ -308,7 +324,7 @@ class ModelHandle:
         return self.models
 
     def release(self) -> None:
-        """Drop the networks so their memory can be freed."""
+        """Drop the networks so their memory can be freed (also called by a host taking its memory back)."""
         models, self.models = self.models, None
         if models is not None:
             models.release()
@@ -338,7 +354,8 @@ def run_job(handle: ModelHandle, work: Callable[[Any, MemoryPlan], T], host: Hos
                 host.free_memory(2 * models.nbytes(), device)
                 empty_cache()
 
-            result = run_with_oom_retry(lambda p: work(models, p), plan, free)
+            with host.use_models(handle):
+                result = run_with_oom_retry(lambda p: work(models, p), plan, free)
             log_memory_usage("after the job", fraction_device)
             return result
         except CancelledError:

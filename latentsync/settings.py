@@ -32,6 +32,8 @@ class LipSyncSettings:
     ``face_region`` (a box (x0, y0, x1, y1) in px, or a mask (H, W)), ``redetect_every`` (frames);
     ``silence`` sync | keep: where the audio is below ``silence_db`` dBFS the original face is kept (with
     cross-fades; a dialogue always keeps silent speakers still).
+    ``accel``: GPU levers (latentsync.accel.Accel: torch.compile, channels-last, cuDNN benchmark, CUDA graphs,
+    tiled VAE decode), all off by default.
     """
 
     version: str = "1.6"
@@ -59,6 +61,7 @@ class LipSyncSettings:
     redetect_every: int = 50
     silence: str = "sync"
     silence_db: float = -45.0
+    accel: Any = None  # GPU levers, latentsync.accel.Accel (None: all off)
 
     def __post_init__(self):
         checks = [
@@ -86,12 +89,23 @@ class LipSyncSettings:
         parse_choice(self.face)  # InputError naming the valid choices
         self.paste_options()  # InputError for an unknown blend / colour match or a negative feather
         self.detection()  # InputError for impossible search controls
+        self.gpu_levers()  # InputError for something that is not an Accel
 
     def paste_options(self):
         """The paste-back options (latentsync.face.blend.PasteOptions)."""
         from .face.blend import PasteOptions
 
         return PasteOptions(self.blend, self.feather_px, self.color_match)
+
+    def gpu_levers(self):
+        """The GPU levers (latentsync.accel.Accel), all off unless given."""
+        from .accel import Accel
+
+        if self.accel is None:
+            return Accel()
+        if not isinstance(self.accel, Accel):
+            raise InputError(f"Invalid setting: accel must be a latentsync.accel.Accel, got {type(self.accel).__name__}.")
+        return self.accel
 
     def detection(self):
         """The face search controls (latentsync.face.DetectionSettings)."""

@@ -130,11 +130,14 @@ class ComfyPage:
         self.page.screenshot(path=str(path))
         return path
 
-    def fit_view(self) -> None:
-        """Frame the whole graph (what the '.' key does) so the screenshot shows every node."""
+    def fit_view(self, node_ids: list[int] | None = None) -> None:
+        """Frame the whole graph, or the given nodes (selected first), as the '.' key does."""
         self.page.mouse.click(VIEWPORT["width"] - 300, VIEWPORT["height"] - 120)  # focus the canvas
-        self.page.keyboard.press(".")
+        self.page.evaluate("(ids) => { app.canvas.deselectAll();"
+                           " app.canvas.selectItems(ids.map(id => app.graph.getNodeById(id))); }", node_ids or [])
+        self.page.keyboard.press(".")   # fits the selected nodes, or every node when none is selected
         self.page.wait_for_timeout(200)
+        self.page.evaluate("() => app.canvas.deselectAll()")
 
     # ------------------------------------------------------------------------------------------ node search
     def clear_graph(self) -> None:
@@ -234,6 +237,17 @@ class ComfyPage:
         """Set a widget as the UI does after an edit (value + its callback)."""
         self.page.evaluate(_SET_WIDGET, [node_id, name, value])
 
+    def connect(self, source: tuple[int, int], target: tuple[int, str]) -> None:
+        """Link output slot source[1] of node source[0] to the input named target[1] of node target[0]."""
+        self.page.evaluate("([s, slot, t, name]) => { const n = app.graph.getNodeById(t);"
+                           " app.graph.getNodeById(s).connect(slot, n, n.findInputSlot(name)); }", [*source, *target])
+
+    def place(self, node_id: int, pos: tuple[float, float], size: tuple[float, float], title: str | None = None):
+        """Move and resize a node (what dragging its title and its corner does) and optionally rename it."""
+        self.page.evaluate("([id, pos, size, title]) => { const n = app.graph.getNodeById(id); n.pos = pos;"
+                           " n.setSize(size); if (title) n.title = title; app.graph.setDirtyCanvas(true, true); }",
+                           [node_id, list(pos), list(size), title])
+
     # ------------------------------------------------------------------------------------------ queueing
     def queue_from_ui(self) -> dict:
         """Click Run; return the server's answer to the frontend's own POST /prompt."""
@@ -329,12 +343,15 @@ def _is_noise(text: str) -> bool:
 
 
 _INSTALL_RECORDERS = """() => {
-  const rec = window.__lsRecorder = {progress: [], progressState: [], nodeProgress: {}, executing: [], ended: []};
+  const rec = window.__lsRecorder = {progress: [], progressState: [], nodeProgress: {}, executing: [], ended: [],
+                                     progressText: []};
   for (const kind of ['execution_success', 'execution_error', 'execution_interrupted'])
     app.api.addEventListener(kind, e => rec.ended.push({kind, prompt_id: e.detail?.prompt_id}));
   app.api.addEventListener('progress', e => rec.progress.push(e.detail));
   app.api.addEventListener('progress_state', e => rec.progressState.push(e.detail));
   app.api.addEventListener('executing', e => rec.executing.push(e.detail));
+  // the text a node shows on itself (PromptServer.send_progress_text → the frontend's text preview widget)
+  app.api.addEventListener('progress_text', e => rec.progressText.push(e.detail));
   // what the canvas draws: node.progress is set by the frontend while a node runs (its progress bar)
   setInterval(() => {
     for (const n of app.graph._nodes) {

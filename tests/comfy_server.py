@@ -4,13 +4,15 @@
 links this pack into custom_nodes/ and the given model folder into models/latentsync/, starts
 `main.py --cpu --listen 127.0.0.1 --port P --disable-api-nodes --base-directory base_dir
 --database-url sqlite:///:memory: --dont-print-server`, and waits for /system_stats. `stop()` ends it.
-Also here: the UI→API workflow converter the tests use, and the VHS → core node swap for shared workflows.
+Also here: the UI→API workflow converter the tests use, the VHS → core node swap for shared workflows, the test
+media (`make_media`) and `run_recording_texts` (a run that also records the text a node shows on itself).
 """
 
 from __future__ import annotations
 
 import copy
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -42,6 +44,7 @@ class ComfyServer:
         self.base, self.port, self.proc, self.log_path = base, port, proc, log_path
         self.url = f"http://127.0.0.1:{port}"
         self.client = ComfyClient(self.url, timeout=60)
+        self.media: dict[str, Path] = {}  # name in the input folder → the local file uploaded under that name
 
     # ------------------------------------------------------------------------------------------ lifecycle
     @classmethod
@@ -133,11 +136,12 @@ def _default(spec):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
 
 
-def ui_to_api(workflow: dict, object_info: dict) -> dict:
+def ui_to_api(workflow: dict, object_info: dict, strict: bool = False) -> dict:
     """Convert a UI-format workflow (what the frontend saves) to the API format /prompt takes, the way the
     frontend does: links become [node_id, slot]; widgets_values map onto the widget inputs in the node's
     input order (required then optional), skipping the control_after_generate value after a seed; widgets an
-    older workflow does not carry take their defaults, as when the frontend loads it."""
+    older workflow does not carry take their defaults, as when the frontend loads it. ``strict``: a node whose
+    list has fewer widget values than the node has widgets is a ValueError (for files we write ourselves)."""
     links = {link[0]: link for link in workflow.get("links", [])}
     prompt: dict = {}
     for node in workflow["nodes"]:
@@ -163,6 +167,8 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
                 if not _is_widget(spec):
                     continue
                 if pos >= len(values):  # older workflows carry fewer widgets: the rest take their defaults
+                    if strict:
+                        raise ValueError(f"node {node['id']} ({node['type']}) has no value for widget {name!r}")
                     if name not in inputs:
                         inputs[name] = _default(spec)
                     continue
@@ -254,6 +260,8 @@ NODE_CLASS_MAPPINGS = {"LatentSyncTestProbe": LatentSyncTestProbe}
 SAMPLE_VIDEO, SAMPLE_AUDIO, BAD_VIDEO = "latentsync_sample.mp4", "latentsync_sample.wav", "latentsync_bad.mp4"
 SAMPLE_FRAMES, SAMPLE_FPS, SAMPLE_SIZE = 20, 25.0, 384  # 0.8 s; 384 px is the smallest size the detector finds
 SPEECH_SECONDS, SPEECH_RATE = 0.61, 22050  # 15.25 frames at 25 fps: no .5 rounding ties in any rule
+DIALOGUE_VIDEO, SPEAKER_AUDIO = "latentsync_dialogue.mp4", ("latentsync_speaker1.wav", "latentsync_speaker2.wav")
+DIALOGUE_FRAMES, DIALOGUE_SIZE = 20, (640, 360)  # two people (tools/make_sample.make_dialogue_frames), 0.8 s
 TEST_RESOLUTION = 64  # face crop of the tiny test models (CPU time); the real 1.6 models use 512
 _SHARED: dict = {}
 
@@ -273,9 +281,13 @@ def prepare_models(src: Path, dst: Path, resolution: int = TEST_RESOLUTION) -> P
 
 
 def make_media(folder: Path) -> dict[str, Path]:
-    """The clips the tests upload: a silent 20-frame 384 px astronaut clip, 0.61 s of speech, a garbage .mp4."""
+    """The clips the tests upload: a silent 20-frame 384 px astronaut clip, 0.61 s of speech, a garbage .mp4, and
+    for the dialogue example a silent 20-frame 640x360 two-person clip with speech for speaker 1 (left) and
+    digital silence for speaker 2 (right), both as long as the clip."""
+    import numpy as np
+
     from latentsync.video import VideoWriter
-    from tools.make_sample import make_frames, make_speech, write_wav
+    from tools.make_sample import make_dialogue_frames, make_frames, make_speech, write_wav
 
     folder.mkdir(parents=True, exist_ok=True)
     video = folder / SAMPLE_VIDEO
@@ -284,7 +296,29 @@ def make_media(folder: Path) -> dict[str, Path]:
     wav = write_wav(folder / SAMPLE_AUDIO, make_speech(SPEECH_SECONDS, SPEECH_RATE), SPEECH_RATE)
     bad = folder / BAD_VIDEO
     bad.write_bytes(b"this is not a video file\n" * 64)
-    return {SAMPLE_VIDEO: video, SAMPLE_AUDIO: wav, BAD_VIDEO: bad}
+    dialogue = folder / DIALOGUE_VIDEO
+    with VideoWriter(dialogue, SAMPLE_FPS, *DIALOGUE_SIZE) as w:
+        w.write(make_dialogue_frames(DIALOGUE_FRAMES, SAMPLE_FPS, *DIALOGUE_SIZE))
+    seconds = DIALOGUE_FRAMES / SAMPLE_FPS
+    talk = write_wav(folder / SPEAKER_AUDIO[0], make_speech(seconds, SPEECH_RATE), SPEECH_RATE)
+    quiet = write_wav(folder / SPEAKER_AUDIO[1], np.zeros(round(seconds * SPEECH_RATE), np.float32), SPEECH_RATE)
+    return {SAMPLE_VIDEO: video, SAMPLE_AUDIO: wav, BAD_VIDEO: bad, DIALOGUE_VIDEO: dialogue,
+            SPEAKER_AUDIO[0]: talk, SPEAKER_AUDIO[1]: quiet}
+
+
+FACELESS_VIDEO, FACELESS_FRAMES = "latentsync_faceless.mp4", range(5, 10)
+
+
+def write_faceless_clip(folder: Path) -> Path:
+    """The sample clip (20 frames, 384 px, 25 fps) with frames 5..9 showing only the background, as
+    folder/latentsync_faceless.mp4."""
+    from latentsync.video import VideoWriter
+    from tools.make_sample import make_frames
+
+    path = Path(folder) / FACELESS_VIDEO
+    with VideoWriter(path, SAMPLE_FPS, SAMPLE_SIZE, SAMPLE_SIZE) as w:
+        w.write(make_frames(SAMPLE_FRAMES, SAMPLE_FPS, SAMPLE_SIZE, SAMPLE_SIZE, faceless=FACELESS_FRAMES))
+    return path
 
 
 def shared_server(tmp_path_factory, tiny_models: Path) -> ComfyServer:
@@ -300,6 +334,7 @@ def shared_server(tmp_path_factory, tiny_models: Path) -> ComfyServer:
     (base / "custom_nodes" / "latentsync_test_probe.py").write_text(env_snapshot_node_source())
     media = make_media(tmp_path_factory.mktemp("media"))
     server = ComfyServer.start(base)
+    server.media = media
     _SHARED["server"] = server
     for name, path in media.items():
         server.upload(path, name)
@@ -327,3 +362,36 @@ def load_workflow(name: str, api: bool = True) -> dict:
 
     folder = REPO_ROOT / "example_workflows" / ("api" if api else "")
     return json.loads((folder / f"{name}.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------- node texts
+BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: what PromptServer.send_progress_text sends
+
+
+class _TextRecorder:
+    """The client's websocket, passed through unchanged, noting every binary TEXT event as (node id, text)."""
+
+    def __init__(self, ws):
+        self.ws, self.texts = ws, []
+
+    def settimeout(self, seconds: float) -> None:
+        self.ws.settimeout(seconds)
+
+    def recv(self):
+        raw = self.ws.recv()
+        if isinstance(raw, bytes) and len(raw) >= 8 and struct.unpack(">I", raw[:4])[0] == BINARY_TEXT:
+            (length,) = struct.unpack(">I", raw[4:8])
+            self.texts.append((raw[8:8 + length].decode(), raw[8 + length:].decode()))
+        return raw
+
+
+def run_recording_texts(client: ComfyClient, prompt: dict, timeout: float = 600.0):
+    """Queue ``prompt`` and follow it like ``client.run``; returns (RunResult, [(node id, text), ...]) with the
+    texts nodes showed on themselves over the websocket (binary TEXT events, the frontend's "progress text")."""
+    ws = client.connect()
+    try:
+        recorder = _TextRecorder(ws)
+        prompt_id = client.queue(prompt)
+        return client.follow(recorder, prompt_id, timeout), recorder.texts
+    finally:
+        ws.close()

@@ -3,7 +3,8 @@ shared workflow dropped on the page and queued with the Run button, and every sh
 
 Scenarios (issue 7): 1 node search → widgets/defaults/tooltips; 2 shared workflow → no missing-node dialog,
 widget values where they belong; 3 queue it from the UI → success, saved video, progress shown for our node;
-4 every file in example_workflows/ loads without warning and runs. Screenshots go to artifacts/browser/.
+4 every file in example_workflows/ loads without warning and runs; 5 (issue 12) the preview output in a Preview
+Image node, the faceless-frames text on the node, a before/after pair. Screenshots go to artifacts/browser/.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ EXAMPLES = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
 OLD_SYNC_WIDGETS = ["seed", "control_after_generate", "lips_expression", "inference_steps"]
 SYNC_DEFAULTS = {"seed": 1247, "control_after_generate": "randomize", "lips_expression": 1.5,
                  "inference_steps": 20, "length_mode": "audio", "deepcache": False, "face": "largest"}
+CONTROL_DEFAULTS = {"blend": "reference", "feather_px": 12.0, "color_match": "off", "restore_strength": 1.0,
+                    "min_face_height": 80.0, "face_confidence": 0.5, "redetect_every": 50}
 NODES = {  # search text → (type, widget order that must start the list, defaults, widget hovered for its tooltip)
-    "LatentSync1.6 Node": ("LatentSyncNode", OLD_SYNC_WIDGETS, {**SYNC_DEFAULTS, "fps": 25.0}, "lips_expression"),
+    "LatentSync1.6 Node": ("LatentSyncNode", OLD_SYNC_WIDGETS, {**SYNC_DEFAULTS, "fps": 25.0, **CONTROL_DEFAULTS,
+                                                                "silence": "sync", "silence_db": -45.0},
+                           "lips_expression"),
     "Video Length Adjuster": ("VideoLengthAdjuster", ["mode", "fps", "silent_padding_sec"],
                               {"mode": "normal", "fps": 25.0, "silent_padding_sec": 0.5}, "silent_padding_sec"),
     "LatentSync Model Loader": ("LatentSyncModelLoader", ["version", "dtype", "device", "keep_loaded"],
                                 {"version": "1.6", "dtype": "auto", "device": "auto", "keep_loaded": False},
                                 "dtype"),
     "LatentSync1.6 Video": ("LatentSyncVideo", OLD_SYNC_WIDGETS, SYNC_DEFAULTS, "inference_steps"),
+    "LatentSync Dialogue": ("LatentSyncDialogue", ["fps", "face_1", "face_2", *OLD_SYNC_WIDGETS],
+                            {"fps": 25.0, "face_1": "left", "face_2": "right", "face_3": "index:2",
+                             **{k: v for k, v in SYNC_DEFAULTS.items() if k != "face"}, **CONTROL_DEFAULTS},
+                            "face_1"),
 }
 
 
@@ -114,7 +123,7 @@ def input_tooltips(node_def: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ scenario 1
 def test_nodes_from_search_show_widgets_defaults_and_tooltips(page):
-    spots = [(330, 260), (330, 640), (850, 260), (850, 560)]
+    spots = [(330, 160), (330, 800), (700, 160), (1070, 160), (1440, 160)]  # clear of the nodes added before
     for (query, (node_type, order, defaults, hovered)), at in zip(NODES.items(), spots):
         node = page.add_node_via_search(query, at=at)
         assert node["type"] == node_type, f"search {query!r} picked {node['type']}"
@@ -153,12 +162,15 @@ def test_shared_workflow_loads_with_widget_values_in_place(page, comfy, talking_
                                                     "silent_padding_sec": 1.2}) == []
     new_full = copy.deepcopy(wf)
     nodes_of(new_full, "LatentSyncNode")[0]["widgets_values"] = [77, "increment", 1.8, 3, "video", True,
-                                                                 "index:1", 29.97]
+                                                                 "index:1", 29.97, "feather", 20.0, "mean_std",
+                                                                 0.5, 0.1, 0.7, 10, "keep", -40.0]
     report = page.drop_workflow(new_full, "new_full.json")
     assert report == {"dialogs": [], "toasts": [], "unknown_nodes": [], "console": []}
     assert check_widgets(page.node(54)["widgets"], {
         "seed": 77, "control_after_generate": "increment", "lips_expression": 1.8, "inference_steps": 3,
-        "length_mode": "video", "deepcache": True, "face": "index:1", "fps": 29.97}) == []
+        "length_mode": "video", "deepcache": True, "face": "index:1", "fps": 29.97, "blend": "feather",
+        "feather_px": 20.0, "color_match": "mean_std", "restore_strength": 0.5, "min_face_height": 0.1,
+        "face_confidence": 0.7, "redetect_every": 10, "silence": "keep", "silence_db": -40.0}) == []
 
 
 def test_wrong_widget_order_in_shared_workflow_is_caught(page, comfy):
@@ -219,7 +231,7 @@ def test_shared_workflow_queued_from_ui_runs_and_shows_progress(page, comfy, tal
 @pytest.mark.parametrize("path", EXAMPLES or [None], ids=[p.stem for p in EXAMPLES] or ["no-examples"])
 def test_example_workflow_loads_cleanly_and_runs(page, comfy, path):
     assert path is not None, "example_workflows/ has no workflow (issue 5 ships three)"
-    wf = json.loads(path.read_text())   # its media (latentsync_sample.mp4/.wav) is uploaded by the harness
+    wf = json.loads(path.read_text())   # its media (latentsync_sample.mp4/.wav ...) is uploaded by the harness
     report = page.drop_workflow(wf, path.name)
     assert report == {"dialogs": [], "toasts": [], "unknown_nodes": [], "console": []}
     for n in page.nodes():   # edited in the UI before running, as a user would: 1 step (CPU time)
@@ -238,7 +250,8 @@ def test_example_workflow_loads_cleanly_and_runs(page, comfy, path):
     import comfy_server as cs   # the harness's media: 20 frames at 25 fps, 0.61 s of speech
     expected = {"latentsync_basic": cs.SAMPLE_FRAMES,        # normal: the padded audio is longer → video kept
                 "latentsync_model_loader": cs.SAMPLE_FRAMES,
-                "latentsync_streaming": round(cs.SPEECH_SECONDS * cs.SAMPLE_FPS)}.get(path.stem)  # audio decides
+                "latentsync_streaming": round(cs.SPEECH_SECONDS * cs.SAMPLE_FPS),  # audio decides
+                "latentsync_dialogue": cs.DIALOGUE_FRAMES}.get(path.stem)  # length_mode video: the clip decides
     if expected is not None:
         assert (info.n_frames, info.fps) == (expected, cs.SAMPLE_FPS), info
         from latentsync.video import read_audio
@@ -258,3 +271,65 @@ def test_example_workflow_layout_is_readable(page, comfy, path):
     assert overlapping_nodes(nodes) == [], (
         f"{path.name}: nodes overlap when drawn; drawn boxes (x, y, w, h): "
         + "; ".join(f"{n['title']} {[round(v) for v in n['pos'] + n['size']]}" for n in nodes))
+
+
+# ------------------------------------------------------------------------------------------------ scenario 5
+CLEAN = {"dialogs": [], "toasts": [], "unknown_nodes": [], "console": []}
+TEXT_WIDGET = "$$node-text-preview"  # the frontend's widget for a node's progress text
+_ADD_NODE = """([type, title]) => { const n = LiteGraph.createNode(type); n.title = title; app.graph.add(n);
+                                    return n.id; }"""
+
+
+def _colour_share(path: Path, colour, tolerance: int = 30) -> float:
+    import cv2
+    import numpy as np
+    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(int)
+    return float((np.abs(image - np.array(colour)).max(axis=-1) <= tolerance).mean())
+
+
+def test_preview_output_and_a_before_after_pair_in_the_frontend(page, comfy, tmp_path):
+    """The model-loader example (its sync node's preview output feeds a Preview Image node), on a clip whose
+    frames 5..9 show no face, with two more Preview Image nodes for the input frames (before) and the lip-synced
+    frames (after), run with the Run button."""
+    import comfy_server as cs
+    from latentsync.preview import BOX_COLOUR, MOUTH_COLOUR, NO_FACE_COLOUR
+    video = upload_input(comfy.url, cs.write_faceless_clip(tmp_path), cs.FACELESS_VIDEO)
+    wf = json.loads((REPO_ROOT / "example_workflows" / "latentsync_model_loader.json").read_text())
+    nodes_of(wf, "LoadVideo")[0]["widgets_values"][0] = video
+    assert page.drop_workflow(wf, "latentsync_model_loader.json") == CLEAN
+    page.set_widget(5, "inference_steps", 1)
+    before = page.page.evaluate(_ADD_NODE, ["PreviewImage", "Before: input frames"])
+    after = page.page.evaluate(_ADD_NODE, ["PreviewImage", "After: lip-synced frames"])
+    page.connect((2, 0), (before, "images"))   # Get Video Components' images
+    page.connect((5, 0), (after, "images"))    # the sync node's images
+    page.place(9, (0, 720), (1000, 620))       # the preview output's node, made large under the graph
+    page.place(before, (1040, 720), (480, 620))
+    page.place(after, (1560, 720), (480, 620))
+    page.page.evaluate("() => { window.__lsRecorder.progressText.length = 0; }")
+
+    answer = page.queue_from_ui()
+    assert answer["status"] == 200 and answer["node_errors"] == {}, answer
+    entry = wait_for_history(comfy.url, answer["prompt_id"], timeout=300)
+    assert entry["status"]["status_str"] == "success", history_error(entry)
+    n = cs.SAMPLE_FRAMES
+    page.page.wait_for_function("([ids, n]) => ids.every(id => app.graph.getNodeById(id).imgs?.length === n)",
+                                arg=[[9, before, after], n], timeout=30_000)
+    assert [len(entry["outputs"][str(i)]["images"]) for i in (9, before, after)] == [n, n, n]
+    summary = f"no face in {len(cs.FACELESS_FRAMES)} of {n} frames: {cs.FACELESS_FRAMES[0]}–{cs.FACELESS_FRAMES[-1]}"
+    assert {"nodeId": "5", "text": summary} in page.recorded_progress()["progressText"]
+    assert page.node(5)["widgets"].get(TEXT_WIDGET) == summary   # the text the node shows
+    assert overlapping_nodes(page.nodes()) == []
+
+    page.fit_view()
+    shot = page.screenshot("preview_output")   # the 20 previews as a grid, frames 5..9 with their red border
+    assert _colour_share(shot, NO_FACE_COLOUR) > 0.0002, "no faceless-frame border visible in the preview grid"
+    page.page.evaluate("(ids) => ids.forEach(id => { app.graph.getNodeById(id).imageIndex = 0; })",
+                       [9, before, after])   # what a click on the first thumbnail does
+    page.fit_view([9])
+    shot = page.screenshot("preview_output_frame")   # frame 0 large: face box, alignment points, mouth region
+    # thin anti-aliased lines: measured ~4.5e-5 of the screenshot each for the box and the mouth outline
+    assert _colour_share(shot, BOX_COLOUR) > 2e-5, "no face box visible in the enlarged preview"
+    assert _colour_share(shot, MOUTH_COLOUR) > 2e-5, "no mouth region visible in the enlarged preview"
+    page.fit_view([before, after])
+    shot = page.screenshot("before_after")   # frame 0 before and after (random tiny weights: the mouth is noise)
+    assert _colour_share(shot, BOX_COLOUR) < 5e-6   # the frames themselves, nothing drawn on them

@@ -101,3 +101,35 @@ def test_bad_options_fail_before_the_models_load(models64, sample, tmp_path, cap
         rc = cli.main(base + extra)
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and "Traceback" not in err, name
+
+
+def test_cli_preview_and_result_controls(models64, sample, tmp_path, capsys):
+    video, wav = sample
+    rc = cli.main(["--video", str(video), "--audio", str(wav), "-o", str(tmp_path / "out.mp4"), "--models-dir",
+                   str(models64), "--steps", "1", "--guidance", "1.0", "--blend", "feather", "--color-match",
+                   "mean_std", "--silence", "keep", "--preview", str(tmp_path / "preview")])
+    assert rc == 0, capsys.readouterr().err
+    pngs = sorted(p.name for p in (tmp_path / "preview").iterdir())
+    assert "contact_sheet.png" in pngs and "frame_000000.png" in pngs
+    rc = cli.main(["--video", str(video), "--audio", str(wav), "-o", str(tmp_path / "b.mp4"), "--models-dir",
+                   str(models64), "--blend", "smudge"])
+    assert rc == 2 and "unknown blend 'smudge'" in capsys.readouterr().err
+
+
+def test_cli_dialogue_with_one_track_per_face(models64, tmp_path, capsys):
+    from latentsync.video import VideoWriter
+    from tools.make_sample import make_dialogue_frames
+
+    frames = make_dialogue_frames(8, 25, 640, 360)
+    with VideoWriter(tmp_path / "two.mp4", 25, 640, 360) as writer:
+        writer.write(frames)
+    a = write_wav(tmp_path / "a.wav", make_speech(8 / 25, 16000), 16000)
+    b = write_wav(tmp_path / "b.wav", np.zeros(int(8 / 25 * 16000), np.float32), 16000)
+    out = tmp_path / "dialogue.mp4"
+    rc = cli.main(["--video", str(tmp_path / "two.mp4"), "-o", str(out), "--models-dir", str(models64), "--steps",
+                   "1", "--guidance", "1.0", "--speaker", f"left={a}", "--speaker", f"right={b}"])
+    assert rc == 0, capsys.readouterr().err
+    assert probe(out).n_frames == 8
+    rc = cli.main(["--video", str(tmp_path / "two.mp4"), "-o", str(out), "--models-dir", str(models64),
+                   "--speaker", f"left={a}", "--speaker", f"left={b}"])
+    assert rc == 2 and "both resolve to face id" in capsys.readouterr().err

@@ -81,9 +81,17 @@ def test_object_info_lists_every_node_with_its_inputs(object_info):
                 assert spec[1].get("tooltip"), f"{name}.{inp} has no tooltip"
 
 
-@pytest.mark.parametrize("name", ["latentsync_basic", "latentsync_model_loader", "latentsync_streaming"])
+EXAMPLES = sorted(p.stem for p in (cs.REPO_ROOT / "example_workflows").glob("*.json"))
+
+
+def test_every_example_ships_in_both_formats():
+    api = sorted(p.stem for p in (cs.REPO_ROOT / "example_workflows" / "api").glob("*.json"))
+    assert api == EXAMPLES and {"latentsync_basic", "latentsync_dialogue"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_shipped_ui_and_api_examples_are_the_same_graph(object_info, name):
-    converted = cs.ui_to_api(cs.load_workflow(name, api=False), object_info)
+    converted = cs.ui_to_api(cs.load_workflow(name, api=False), object_info, strict=True)  # every widget written
     shipped = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in cs.load_workflow(name).items()}
     assert converted == shipped
 
@@ -123,7 +131,7 @@ def test_shared_wrapper_workflow_runs_unchanged_with_core_video_nodes(comfy, obj
 
 def _steps(prompt: dict, steps: int = STEPS) -> dict:
     for node in prompt.values():
-        if node["class_type"] in ("LatentSyncNode", "LatentSyncVideo"):
+        if node["class_type"] in ("LatentSyncNode", "LatentSyncVideo", "LatentSyncDialogue"):
             node["inputs"]["inference_steps"] = steps
     return prompt
 

@@ -3,6 +3,8 @@ host's interrupt, the OOM retry, device/dtype vocabulary — and the same plan f
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import types
 
 import pytest
@@ -38,12 +40,13 @@ def fake(monkeypatch, tmp_path):
     paths = types.SimpleNamespace(unet=weights, whisper=weights, vae=weights, version="1.6")
 
     def load_models(paths, device, dtype):
+        calls["dtypes"].append(dtype)
         loaded.append(FakeModels())
         return loaded[-1]
 
     monkeypatch.setattr("latentsync.models.load_models", load_models)
     monkeypatch.setattr(ModelHandle, "paths", lambda self, host: paths)
-    calls = {"free": [], "interrupt_checks": 0}
+    calls = {"free": [], "interrupt_checks": 0, "dtypes": []}
 
     def on_cancel():
         calls["interrupt_checks"] += 1
@@ -70,6 +73,47 @@ def test_keep_loaded_reuses_the_models(fake):
     assert fake.calls["free"] == [1500]  # fp16: half the fp32 files
     handle.release()
     assert first.released and not handle.loaded
+
+
+def test_host_hooks_choose_the_dtype_cap_the_plan_and_wrap_the_work(fake):
+    """default_dtype answers "auto"; limit_plan caps the tier plan before the user's overrides; use_models wraps
+    the work once the networks are loaded, before they are torn down."""
+    events = []
+
+    @contextlib.contextmanager
+    def use_models(handle):
+        events.append(("use", handle.loaded))
+        yield
+        events.append(("done", handle.loaded))
+
+    host = dataclasses.replace(fake.host, default_dtype=lambda device: torch.bfloat16, use_models=use_models,
+                               limit_plan=lambda plan: dataclasses.replace(plan, vae_slice=1, reason="capped"))
+    handle = ModelHandle("1.6", "cpu", "auto")
+    plan = run_job(handle, lambda models, plan: events.append(("work", handle.loaded)) or plan, host)
+    assert events == [("use", True), ("work", True), ("done", True)] and not handle.loaded
+    assert (plan.vae_slice, plan.reason, fake.calls["dtypes"]) == (1, "capped", [torch.bfloat16])
+    assert run_job(handle, lambda models, plan: plan, host, vae_slice=3).vae_slice == 3  # the user's value wins
+    run_job(ModelHandle("1.6", "cpu", "fp16"), lambda models, plan: None, host)
+    assert fake.calls["dtypes"][-1] == torch.float16  # an explicit dtype is not the host's to choose
+
+
+def test_a_host_can_take_kept_networks_back_between_jobs(fake):
+    """What ComfyUI's model management does when it needs the memory: release() from outside; the next job
+    loads the networks again."""
+    used = []
+
+    @contextlib.contextmanager
+    def use_models(handle):
+        used.append(handle)
+        yield
+
+    host = dataclasses.replace(fake.host, use_models=use_models)
+    handle = ModelHandle("1.6", "cpu", "fp32", keep_loaded=True)
+    first = run_job(handle, lambda models, plan: models, host)
+    used[-1].release()
+    assert first.released and not handle.loaded
+    second = run_job(handle, lambda models, plan: models, host)
+    assert second is not first and not second.released and handle.loaded and len(fake.loaded) == 2
 
 
 def test_cancel_becomes_the_hosts_interrupt_and_still_tears_down(fake):

@@ -195,10 +195,28 @@ def encode(vae, images: torch.Tensor, generator: torch.Generator | None = None,
     return (mean + std * noise - VAE_SHIFT) * VAE_SCALING
 
 
+def tiles_help(vae, latents: torch.Tensor) -> bool:
+    """True when ``latents`` (…, h, w) are larger than one decoder tile of ``vae`` (diffusers' own rule for
+    ``enable_tiling``): only then does a tiled decode differ from, and use less memory than, a plain one."""
+    tile = getattr(vae, "tile_latent_min_size", None)
+    return tile is not None and (latents.shape[-1] > tile or latents.shape[-2] > tile)
+
+
+def decode_slice(vae, latents: torch.Tensor, tiled: bool = False) -> torch.Tensor:
+    """One ``vae.decode`` call on already scaled latents; with ``tiled`` and latents larger than a tile, diffusers'
+    ``tiled_decode`` (overlapping tiles of the VAE's own tile size, blended; the model is not changed)."""
+    if tiled and tiles_help(vae, latents):
+        return vae.tiled_decode(latents).sample
+    return vae.decode(latents).sample
+
+
 @torch.inference_mode()
-def decode(vae, latents: torch.Tensor, slice_size: int | None = None) -> torch.Tensor:
-    """Latents (N,4,h,w) → images (N,3,8h,8w) in about [-1,1] (not clamped), decoded ``slice_size`` at a time."""
+def decode(vae, latents: torch.Tensor, slice_size: int | None = None, tiled: bool = False) -> torch.Tensor:
+    """Latents (N,4,h,w) → images (N,3,8h,8w) in about [-1,1] (not clamped), decoded ``slice_size`` at a time.
+
+    ``tiled``: decode each slice in spatial tiles when the latents are larger than one tile (``decode_slice``):
+    less memory, pixels slightly different near the tile seams; latents no larger than a tile decode as without."""
     if latents.ndim != 4:
         raise ValueError(f"decode expects latents (N,4,h,w), got shape {tuple(latents.shape)}")
     latents = latents.to(device=vae.device, dtype=vae.dtype) / VAE_SCALING + VAE_SHIFT
-    return torch.cat([vae.decode(latents[a:b]).sample for a, b in _slices(latents.shape[0], slice_size)])
+    return torch.cat([decode_slice(vae, latents[a:b], tiled) for a, b in _slices(latents.shape[0], slice_size)])
