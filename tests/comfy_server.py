@@ -1,4 +1,4 @@
-"""Test harness: a real ComfyUI (the vendored 0.3.75 in .venv/comfyui) with this pack, on 127.0.0.1.
+"""Test harness: a real ComfyUI (the vendored 0.3.75 in the running venv's comfyui/) with this pack, on 127.0.0.1.
 
 `ComfyServer.start(base_dir, models_dir)` lays out base_dir (custom_nodes/ input/ output/ models/ temp/ user/),
 links this pack into custom_nodes/ and the given model folder into models/latentsync/, starts
@@ -27,8 +27,8 @@ if str(REPO_ROOT) not in sys.path:
 
 from tools.queue_workflow import ComfyClient  # noqa: E402
 
-COMFY_DIR = REPO_ROOT / ".venv" / "comfyui"
-PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
+COMFY_DIR = Path(sys.prefix) / "comfyui"  # tools/env.sh and tools/env_today.sh put it inside their venv
+PYTHON = Path(sys.executable)
 PACK_NAME = "comfyui-latentsync"
 LAYOUT = ("custom_nodes", "input", "output", "models", "temp", "user")
 

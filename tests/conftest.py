@@ -10,6 +10,30 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+LEGACY_MEDIAPIPE = "legacy_mediapipe"
+LANDMARKER = "face_landmarker.task"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{LEGACY_MEDIAPIPE}: needs mediapipe's legacy solutions API "
+                                       "(FaceMesh, mediapipe <= 0.10.21); skipped where the installed one lacks it")
+
+
+def pytest_collection_modifyitems(config, items):
+    legacy_only = [item for item in items if item.get_closest_marker(LEGACY_MEDIAPIPE)]
+    if not legacy_only:
+        return
+    from importlib.metadata import version
+
+    from latentsync.face.landmarks import solutions_available
+
+    if solutions_available():
+        return
+    skip = pytest.mark.skip(reason=f"mediapipe {version('mediapipe')} has no legacy solutions API "
+                                   "(Tasks API only); the Tasks backend is tested instead")
+    for item in legacy_only:
+        item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
@@ -23,10 +47,12 @@ def parity_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> Path:
-    """A complete random-weight LatentSync 1.6 model set written by tools/make_tiny_models.py."""
+    """A complete random-weight LatentSync 1.6 model set written by tools/make_tiny_models.py, plus a link to the
+    real ``face_landmarker.task`` (tests/fixtures/models): mediapipe without the legacy API reads it from there."""
     out = tmp_path_factory.mktemp("tiny_models")
     subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "make_tiny_models.py"), str(out), "--version", "1.6"],
                    check=True, cwd=REPO_ROOT)
+    (out / LANDMARKER).symlink_to(REPO_ROOT / "tests" / "fixtures" / "models" / LANDMARKER)
     return out
 
 
@@ -37,7 +63,7 @@ def comfy_pack():
     pack's own copy of the library (``latentsync_pack.latentsync``), as inside ComfyUI."""
     import importlib.util
 
-    comfy_dir = REPO_ROOT / ".venv" / "comfyui"
+    comfy_dir = Path(sys.prefix) / "comfyui"  # inside the venv (tools/env.sh, tools/env_today.sh)
     if not (comfy_dir / "main.py").is_file():
         pytest.skip("the vendored ComfyUI is not built (tools/env.sh)")
     if str(comfy_dir) not in sys.path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COMFY_DIR = REPO_ROOT / ".venv" / "comfyui"
+COMFY_DIR = Path(sys.prefix) / "comfyui"  # inside the venv (tools/env.sh, tools/env_today.sh)
 
 IMPORT_AS_COMFYUI = r'''
 import asyncio, importlib.util, json, os, sys

@@ -3,6 +3,8 @@ original pixels; face ids survive a short occlusion; bad speaker input fails bef
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from tools.make_sample import dialogue_layout, make_dialogue_frames
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N, FPS, HIDDEN = 30, 25, (10, 20)
+LANDMARKER_DIR = Path(__file__).parent / "fixtures" / "models"  # face_landmarker.task for the Tasks API
 FAST = LipSyncSettings(steps=1, guidance=1.0, seed=5)
 
 
@@ -54,7 +57,7 @@ def test_face_ids_are_the_same_before_and_after_the_gap(clip):
     from latentsync.speakers import find_faces
 
     faces = find_faces(iter(clip), [Speaker(_silence(1)), Speaker(_silence(1), "right")],
-                       LipSyncSettings(face="left"), fps=FPS)
+                       LipSyncSettings(face="left"), fps=FPS, model_dir=LANDMARKER_DIR)
     right = [found[1] for found in faces.faces]
     assert all(right[i] is None for i in range(*HIDDEN))
     assert all(right[i] is not None for i in range(N) if not HIDDEN[0] <= i < HIDDEN[1])

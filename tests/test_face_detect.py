@@ -42,7 +42,7 @@ def models_dir():
     return MODELS
 
 
-@pytest.fixture(scope="module", params=["solutions", "tasks"])
+@pytest.fixture(scope="module", params=[pytest.param("solutions", marks=pytest.mark.legacy_mediapipe), "tasks"])
 def detector(request, models_dir):
     det = FaceDetector(backend=request.param, model_dir=models_dir)
     yield det
@@ -77,6 +77,7 @@ def test_landmarks_on_placed_faces(detector, canvas, scale, angle, where):
     assert again is not None and again.tracked and np.abs(again.points - truth).max() <= 2.5 * scale + 1.5
 
 
+@pytest.mark.legacy_mediapipe
 def test_backends_agree(models_dir):
     frame, _ = place(1280, 720, 1.4, 6.0)
     with FaceDetector("solutions") as a, FaceDetector("tasks", model_dir=models_dir) as b:
@@ -147,20 +148,21 @@ def test_all_faceless_clip_warns_or_raises(detector, caplog):
         analyze_frames(frames, detector, FaceAligner(256), strict=True)
 
 
-def test_face_choice_in_a_two_person_shot(models_dir):
+@pytest.mark.parametrize("backend", [pytest.param("solutions", marks=pytest.mark.legacy_mediapipe), "tasks"])
+def test_face_choice_in_a_two_person_shot(models_dir, backend):
     canvas, left_truth = place(1280, 720, 1.0, 0.0, (350, 330))
     frame, right_truth = place(1280, 720, 1.5, 0.0, (900, 330), canvas=canvas)
     expect = {"largest": right_truth, "leftmost": left_truth, "rightmost": right_truth, "index:0": left_truth,
               "index:1": right_truth, "center": right_truth, "left": left_truth}
     for choice, truth in expect.items():
-        with FaceDetector("solutions", face=choice) as det:
+        with FaceDetector(backend, face=choice, model_dir=models_dir) as det:
             found = det.detect(frame)
             assert found is not None and np.abs(found.points - truth).max() < 6, choice
-    with FaceTracker("solutions") as tracker:
+    with FaceTracker(backend, model_dir=models_dir) as tracker:
         faces = tracker.update(frame)
     assert list(faces) == [0, 1]  # ids left to right
     assert np.abs(faces[0].points - left_truth).max() < 6 and np.abs(faces[1].points - right_truth).max() < 6
-    with FaceDetector("solutions", face="index:2") as det:
+    with FaceDetector(backend, face="index:2", model_dir=models_dir) as det:
         assert det.detect(frame) is None
 
 
@@ -190,6 +192,7 @@ def test_tasks_model_missing_names_url_and_folder(tmp_path):
     assert find_landmarker_model(tmp_path) == tmp_path / "mediapipe" / "face_landmarker.task"
 
 
+@pytest.mark.legacy_mediapipe
 def test_auto_backend_prefers_solutions():
     with FaceDetector() as det:
         assert det.backend == "solutions"
@@ -348,7 +351,7 @@ def test_region_that_does_not_fit_the_frame(region, message):
     with pytest.raises(InputError) as info:
         settings.check_frame_size(640, 360)
     assert message in str(info.value)
-    with FaceDetector("solutions", settings=settings) as det:
+    with FaceDetector(model_dir=MODELS, settings=settings) as det:
         det._finder._backend = None  # the check comes before any landmark work
         with pytest.raises(InputError, match="640x360"):
             det.detect(np.zeros((360, 640, 3), np.uint8))

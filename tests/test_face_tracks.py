@@ -19,7 +19,7 @@ MODELS = Path(__file__).parent / "fixtures" / "models"
 N, HIDDEN = 24, (7, 17)  # the right person is covered on frames 7..16
 
 
-@pytest.fixture(scope="module", params=["solutions", "tasks"])
+@pytest.fixture(scope="module", params=[pytest.param("solutions", marks=pytest.mark.legacy_mediapipe), "tasks"])
 def backend(request):
     return request.param
 
@@ -125,10 +125,10 @@ def test_no_face_in_the_clip(backend):
 
 def test_tracker_checks_settings_and_arguments():
     with pytest.raises(InputError, match="fps must be a number > 0"):
-        FaceTracker("solutions", fps=0)
+        FaceTracker(model_dir=MODELS, fps=0)
     with pytest.raises(InputError, match="memory_s must be"):
-        FaceTracker("solutions", memory_s=-1)
-    with FaceTracker("solutions", settings=DetectionSettings(region=(0, 0, 900, 100))) as tracker:
+        FaceTracker(model_dir=MODELS, memory_s=-1)
+    with FaceTracker(model_dir=MODELS, settings=DetectionSettings(region=(0, 0, 900, 100))) as tracker:
         with pytest.raises(InputError, match="reaches outside the 640x360 frame"):
             tracker.update(np.zeros((360, 640, 3), np.uint8))
     assert parse_speaker(" Index: 3 ") == ("index", 3) and parse_speaker("rightmost") == ("right", 0)
@@ -167,7 +167,7 @@ class ScriptedFinder:
 
 
 def _run(script, **kwargs):
-    with FaceTracker("solutions", **kwargs) as tracker:
+    with FaceTracker(model_dir=MODELS, **kwargs) as tracker:
         tracker._finder = finder = ScriptedFinder(script)
         frame = np.zeros((4, 4, 3), np.uint8)
         out = [{k: round((d.box[0] + d.box[2]) / 2) for k, d in tracker.update(frame).items()}
@@ -205,7 +205,7 @@ def test_a_moving_face_keeps_its_id_and_reset_starts_over():
     faces, searched = _run(script, settings=DetectionSettings(redetect_every=2))
     assert [sorted(f.items()) for f in faces] == [[(0, 100 + 30 * i), (1, 800 - 30 * i)] for i in range(6)]
     assert searched == [0, 3]  # tracked twice between searches; the search matched both faces by position
-    with FaceTracker("solutions") as tracker:
+    with FaceTracker(model_dir=MODELS) as tracker:
         tracker._finder = ScriptedFinder([[A], [B]])
         frame = np.zeros((4, 4, 3), np.uint8)
         assert list(tracker.update(frame)) == [0]

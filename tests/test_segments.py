@@ -39,7 +39,7 @@ def test_segments_joined_equal_the_single_process_run(pipe, clip, tmp_path):
     video, wav = clip
     whole = tmp_path / "whole.mp4"
     lipsync_file(video, wav, whole, SETTINGS, models=pipe.models)
-    plan = plan_segments(video, wav, SETTINGS, segment_frames=32)
+    plan = plan_segments(video, wav, SETTINGS, segment_frames=32, model_dir=pipe.models.model_dir)
     starts = window_starts(plan.faces, np.arange(90))
     assert plan.n_out == 90 and len(plan) == 3 and plan.segments[-1][1] == 90
     assert all(a in starts and b - a >= 32 for a, b in plan.segments[:-1])
@@ -60,7 +60,7 @@ def test_segments_joined_equal_the_single_process_run(pipe, clip, tmp_path):
 
 def test_a_segment_must_start_on_a_window_boundary(pipe, clip, tmp_path):
     video, wav = clip
-    plan = plan_segments(video, wav, SETTINGS, segment_frames=32)
+    plan = plan_segments(video, wav, SETTINGS, segment_frames=32, model_dir=pipe.models.model_dir)
     inside = next(j for j in range(1, 90) if j not in window_starts(plan.faces, np.arange(90)))
     plan.segments = [(0, inside), (inside, 90)]
     with pytest.raises(InputError, match="window boundary"):

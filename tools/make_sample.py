@@ -44,13 +44,14 @@ def astronaut(size: int = 360) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
 
 
-def frame_at(i: int, fps: float, width: int = 1280, height: int = 720, face: bool = True) -> np.ndarray:
-    """Frame ``i``: the photo (60 % of the canvas height) near the centre, drifting a few pixels."""
+def frame_at(i: int, fps: float, width: int = 1280, height: int = 720, face: bool = True,
+             photo_height: float = 0.6) -> np.ndarray:
+    """Frame ``i``: the photo (``photo_height`` × the canvas height) near the centre, drifting a few pixels."""
     canvas = np.empty((height, width, 3), np.uint8)
     canvas[:] = BACKGROUND
     if not face:
         return canvas
-    size = max(64, int(height * 0.6)) // 2 * 2
+    size = max(64, int(height * photo_height)) // 2 * 2
     img = astronaut(size)
     t = i / fps
     x0 = (width - size) // 2 + int(round(4 * math.sin(2 * math.pi * 0.5 * t)))
@@ -61,10 +62,11 @@ def frame_at(i: int, fps: float, width: int = 1280, height: int = 720, face: boo
     return canvas
 
 
-def make_frames(n: int, fps: float = 25, width: int = 1280, height: int = 720, faceless=()) -> np.ndarray:
+def make_frames(n: int, fps: float = 25, width: int = 1280, height: int = 720, faceless=(),
+                photo_height: float = 0.6) -> np.ndarray:
     """``n`` frames uint8 (n, H, W, 3); frames whose index is in ``faceless`` show only the background."""
     faceless = set(faceless)
-    return np.stack([frame_at(i, fps, width, height, i not in faceless) for i in range(n)])
+    return np.stack([frame_at(i, fps, width, height, i not in faceless, photo_height) for i in range(n)])
 
 
 def dialogue_layout(i: int, fps: float, width: int = 640, height: int = 360) -> tuple[int, list[tuple[int, int]]]:

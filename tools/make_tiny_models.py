@@ -138,9 +138,9 @@ def small_model_dir(tiny_dir: Path, dest: Path | None = None, resolution: int = 
     to keep CPU time low; the weights are the same). The default ``dest`` sits next to ``tiny_dir``."""
     dest = Path(dest) if dest is not None else Path(tiny_dir).parent / f"{Path(tiny_dir).name}-r{resolution}"
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("latentsync_unet.pt", "whisper", "vae"):
+    for name in ("latentsync_unet.pt", "whisper", "vae", "face_landmarker.task"):  # the last one when present
         link = dest / name
-        if not link.exists():
+        if not link.exists() and (Path(tiny_dir) / name).exists():
             os.symlink(Path(tiny_dir).resolve() / name, link)
     config = json.loads((Path(tiny_dir) / "unet_config.json").read_text())
     config["resolution"] = resolution
