@@ -25,6 +25,7 @@ import numpy as np
 
 from . import timeline as tl
 from .api import FileResult, run_with_models
+from .checkpoints import PACK_CHECKPOINTS
 from .errors import CancelledError, InputError
 from .inputs import FrameSource
 from .job import mix_tracks, output_length
@@ -75,14 +76,16 @@ def window_starts(faces: GivenFaces, source_order: np.ndarray) -> list[int]:
 def plan_segments(video: str | Path, audio, settings: LipSyncSettings, segment_frames: int, *,
                   model_dir=None, allow_download: bool = True) -> SegmentPlan:
     """Find every source frame's faces (one pass, no models) and cut the output into segments of about
-    ``segment_frames`` frames, each starting on a window boundary."""
+    ``segment_frames`` frames, each starting on a window boundary. ``model_dir``: where mediapipe's Tasks model
+    (face_landmarker.task) is looked for (default: the pack's checkpoints/)."""
     if segment_frames < 16:
         raise InputError(f"segment_frames must be at least one window (16 frames), got {segment_frames}.")
     info = probe(video)
     speakers = as_speakers(video if audio is None else audio)
     n_out = output_length([s.audio for s in speakers], info.fps, settings, info.n_frames)
     frames = (frame for chunk in FrameSource.from_file(video, info.n_frames).open(0) for frame in chunk)
-    faces = find_faces(frames, speakers, settings, fps=info.fps, model_dir=model_dir, allow_download=allow_download)
+    faces = find_faces(frames, speakers, settings, fps=info.fps, model_dir=model_dir or PACK_CHECKPOINTS,
+                       allow_download=allow_download)
     order = tl.source_indices(n_out, info.n_frames, "reference" if settings.reference else "smooth")
     starts, segments, begin = window_starts(faces, order), [], 0
     for j in starts[1:]:
