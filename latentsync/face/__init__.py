@@ -9,13 +9,13 @@ Public API::
     track_faces(frames, tracker, speakers=("left", "id:2")) -> FaceTracks (.faces per frame, .speaker_ids)
     format_ranges([3, 4, 5, 9]) -> "3–5, 9"
     FaceAligner(resolution).align(frame, points) -> (face uint8 (R, R, 3), M float32 (2, 3)); .reset()
-    restore_face(frame, face (3, R, R) in [-1, 1], M) -> new uint8 frame
+    restore_face(frame, face (3, R, R) in [-1, 1], M) -> new uint8 frame     (the reference's paste-back)
+    blend.paste_face(frame, face, M, PasteOptions(blend, feather_px, color_match)) -> new uint8 frame
+    enhance.FaceRestorer(spandrel model, strength)(faces, mask) -> restored faces (the mouth region only)
     load_mask(resolution) -> float32 (R, R); latent_mask(mask) -> (R/8, R/8)
-    analyze_frames(frames, detector, aligner, strict=False) -> list[AlignedFace | None]
 """
 
 from .align import FaceAligner, crop_size, similarity_transform, template_points
-from .clip import AlignedFace, analyze_frames
 from .detection_settings import DetectionSettings, format_ranges
 from .detector import Detection, FaceDetector
 from .landmarks import LANDMARKER_URL, available_backends, find_landmarker_model
@@ -24,8 +24,8 @@ from .restore import RestorePlan, plan_restore, restore, restore_face
 from .tracks import FaceTracker, FaceTracks, parse_speaker, track_faces
 
 __all__ = [
-    "AlignedFace", "Detection", "DetectionSettings", "FaceAligner", "FaceDetector", "FaceTracker", "FaceTracks",
-    "LANDMARKER_URL", "RestorePlan", "analyze_frames", "available_backends", "crop_size", "find_landmarker_model",
+    "Detection", "DetectionSettings", "FaceAligner", "FaceDetector", "FaceTracker", "FaceTracks",
+    "LANDMARKER_URL", "RestorePlan", "available_backends", "crop_size", "find_landmarker_model",
     "format_ranges", "latent_mask", "load_mask", "parse_speaker", "plan_restore", "restore", "restore_face",
     "similarity_transform", "template_points", "track_faces",
 ]
