@@ -44,8 +44,25 @@ def _folders(name: str) -> list[str]:
 
 
 def comfy_host() -> Host:
-    """The library's view of ComfyUI: model folders plus the memory limiter's memory, device and interrupt."""
-    return memory_limiter.limited_host(models_dirs=lambda: _folders(MODEL_FOLDER), vae_dirs=lambda: _folders("vae"))
+    """The library's view of ComfyUI: model folders, the weights' download shown on the node's progress bar, plus
+    the memory limiter's memory, device and interrupt."""
+    return memory_limiter.limited_host(models_dirs=lambda: _folders(MODEL_FOLDER), vae_dirs=lambda: _folders("vae"),
+                                       download_progress=download_progress())
+
+
+def download_progress():
+    """progress(done_bytes, total_bytes, info) for a weights download: ComfyUI's progress bar of the running node
+    (interrupt works during the download; the partial file is kept and resumed next time)."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(100)
+
+    def progress(done: int, total: int, _info: dict) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(int(100 * done / max(total, 1)), 100)
+
+    return progress
 
 
 def comfy_progress():

@@ -132,6 +132,9 @@ class LatentSyncModelLoader(io.ComfyNode):
                 io.String.Input("models_dir", default="", optional=True,
                                 tooltip="Optional folder to search instead of ComfyUI's models/latentsync."),
                 *[io.Boolean.Input(name, default=False, optional=True, tooltip=tip) for name, tip in GPU_LEVERS],
+                io.Boolean.Input("auto_download", default=True, optional=True,
+                                 tooltip="Download missing weights from Hugging Face (resumable, shown on the progress "
+                                         "bar). Off: missing weights are an error that says where to put them."),
             ],
             outputs=[LatentSyncModel.Output("model", display_name="model", tooltip="Connect to a LatentSync node.")],
         )
@@ -139,11 +142,11 @@ class LatentSyncModelLoader(io.ComfyNode):
     @classmethod
     @override
     def execute(cls, version: str = "1.6", dtype: str = "auto", device: str = "auto", keep_loaded: bool = False,
-                models_dir: str = "", **levers: bool) -> io.NodeOutput:
+                models_dir: str = "", auto_download: bool = True, **levers: bool) -> io.NodeOutput:
         from .latentsync.accel import Accel
 
         handle = ModelHandle(version, device, dtype, keep_loaded=keep_loaded, models_dir=models_dir.strip() or None,
-                             accel=Accel(**levers))
+                             download=auto_download, accel=Accel(**levers))
         handle.paths(comfy_host())  # missing weights: the clear message now, or fetched now when allowed
         return io.NodeOutput(handle)
 

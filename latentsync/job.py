@@ -40,6 +40,7 @@ class LipSyncJob:
 
     def __post_init__(self):
         self.paste_options = self.settings.paste_options()
+        self.overlaps_logged: set[tuple[int, int]] = set()  # pairs of speakers whose faces were seen overlapping
 
     @property
     def keep_detections(self) -> bool:

@@ -250,6 +250,7 @@ class LipSyncPipeline:
         """Each speaker's generated face into the frame, in speaker order (overlapping faces: the later wins)."""
         out = work.frame
         options = job.paste_options
+        _log_overlaps(work, job)
         for slot in work.slots:
             if slot is None or slot.generated is None or slot.weight == 0.0:
                 continue
@@ -258,6 +259,19 @@ class LipSyncPipeline:
                 pasted = (out + slot.weight * (pasted.astype(np.float32) - out)).round().astype(np.uint8)
             out = pasted
         return out
+
+
+def _log_overlaps(work: FrameWork, job: LipSyncJob) -> None:
+    """Say once per job and pair of speakers when their face boxes intersect (they are pasted in speaker order)."""
+    slots = [s for s in work.slots if s is not None]
+    for i, a in enumerate(slots):
+        for b in slots[i + 1:]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = a.detection.box, b.detection.box
+            pair = (a.speaker, b.speaker)
+            if ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1 and pair not in job.overlaps_logged:
+                job.overlaps_logged.add(pair)
+                log.warning("the faces of speakers %d and %d overlap (first in frame %d): they are pasted in speaker "
+                            "order, speaker %d on top", a.speaker + 1, b.speaker + 1, work.index, b.speaker + 1)
 
 
 __all__ = ["LipSyncPipeline", "LipSyncJob", "LipSyncSettings"]

@@ -91,3 +91,24 @@ def test_a_missing_track_is_a_clear_error(pipe, clip, tmp_path):
     with pytest.raises(InputError, match="Audio file not found"):
         lipsync_frames(clip[:4], FPS, [Speaker(_silence(0.2), "left"), Speaker(tmp_path / "b.wav", "right")],
                        FAST, models=pipe.models)
+
+
+def test_overlapping_faces_are_named_once_in_the_log(caplog):
+    from types import SimpleNamespace
+
+    from latentsync.face import Detection
+    from latentsync.pipeline import _log_overlaps
+    from latentsync.windows import FaceSlot, FrameWork
+
+    def slot(speaker, box):
+        return FaceSlot(speaker, Detection(np.zeros((3, 2)), box, 1.0), np.zeros((2, 3), np.float32))
+
+    job = SimpleNamespace(overlaps_logged=set())
+    apart = FrameWork(0, 0, None, [slot(0, (0, 0, 10, 10)), slot(1, (20, 0, 30, 10))])
+    touching = FrameWork(7, 7, None, [slot(0, (0, 0, 10, 10)), slot(1, (5, 5, 15, 15))])
+    with caplog.at_level("WARNING", logger="latentsync.pipeline"):
+        for work in (apart, touching, touching):
+            _log_overlaps(work, job)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["the faces of speakers 1 and 2 overlap (first in frame 7): they are pasted in speaker order, "
+                     "speaker 2 on top"]

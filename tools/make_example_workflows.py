@@ -51,7 +51,8 @@ TYPES = {
                             ("model", "LATENTSYNC_MODEL", True), ("audio_3", "AUDIO", True),
                             ("audio_4", "AUDIO", True), *EXTRA_SOCKETS[1:]],
                            list(DIALOGUE_WIDGETS), [("images", "IMAGE"), ("audio", "AUDIO"), ("preview", "IMAGE")]),
-    "LatentSyncModelLoader": ([], ["version", "dtype", "device", "keep_loaded", "models_dir", *GPU_LEVERS],
+    "LatentSyncModelLoader": ([], ["version", "dtype", "device", "keep_loaded", "models_dir", *GPU_LEVERS,
+                                   "auto_download"],
                               [("model", "LATENTSYNC_MODEL")]),
     "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], ["fps"], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", False)], ["filename_prefix", "format", "codec"], []),
@@ -70,7 +71,8 @@ def _node(nid, typ, widgets, links=None, pos=(0, 0), title=None, size=(300, 160)
 def _loader(nid: int, pos) -> dict:
     return _node(nid, "LatentSyncModelLoader", {"version": "1.6", "dtype": "auto", "device": "auto",
                                                 "keep_loaded": False, "models_dir": "",
-                                                **{lever: False for lever in GPU_LEVERS}}, pos=pos, size=(300, 300))
+                                                **{lever: False for lever in GPU_LEVERS}, "auto_download": True},
+                 pos=pos, size=(300, 320))
 
 
 def _save(nid: int, prefix: str, video_from: tuple[int, int], pos) -> dict:
