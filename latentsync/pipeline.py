@@ -101,13 +101,14 @@ class LipSyncPipeline:
         builders = [WindowBuilder(k) for k in range(len(job.speakers))]
         found_by_source: dict[int, list] = {}  # the detections of each source frame, for a ping-pong replay
         aligned_by_source: dict[int, list] = {}  # reference mode: each source frame aligned once, in source order
+        keep_detections = job.keep_detections
         ready: list[Window] = []
         new_frames: list[FrameWork] = []
 
         def add(work: FrameWork) -> None:
             src = work.source
             found = found_by_source.get(src) or finder.find(src, work.frame)
-            if job.keep_detections:
+            if keep_detections:
                 found_by_source[src] = found
             for k, detection in enumerate(found):
                 if detection is None:
