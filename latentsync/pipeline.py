@@ -240,9 +240,12 @@ class LipSyncPipeline:
                 work.out = self._paste_faces(work, job)
                 if on_frame is not None:
                     on_frame(work)
-                finished.append(work.out)
+                finished.append(work)
             if finished:
-                yield np.stack(finished)  # 7. finished frames, in display order
+                chunk = np.stack([work.out for work in finished])
+                for work in finished:  # the pixels are in the chunk now: nothing else needs them
+                    work.release_pixels()
+                yield chunk  # 7. finished frames, in display order
         if pending:
             raise RuntimeError(f"{len(pending)} frames never got their window")  # a bug, not a user error
 

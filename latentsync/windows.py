@@ -45,6 +45,13 @@ class FrameWork:
     slots: list[FaceSlot | None] = field(default_factory=list)
     out: np.ndarray | None = None
 
+    def release_pixels(self) -> None:
+        """Drop the frame's pixels and generated faces (kept: indices, detections, matrices, weights)."""
+        self.frame = self.out = None
+        for slot in self.slots:
+            if slot is not None:
+                slot.face = slot.generated = None
+
     @property
     def complete(self) -> bool:
         return all(slot is None or slot.done for slot in self.slots)

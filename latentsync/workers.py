@@ -1,5 +1,7 @@
 """Run one pipeline stage in a background thread: ``in_background(items, name)`` returns an iterator over the
-same items, produced by a thread that works ahead of the consumer by at most ``depth`` items (bounded RAM).
+same items, produced by a thread that works on the next item while the consumer works on the current one and
+then waits until the consumer takes it (a hand-over, no queue: RAM holds at most one item more than a serial run
+per stage).
 
 * Order is kept, so a chain of stages gives exactly the serial result.
 * An exception in the stage is raised in the consumer, as it was raised (type and message unchanged).
@@ -29,9 +31,10 @@ class _Failure:
 
 
 class BackgroundStage(Iterator[T]):
-    def __init__(self, items: Iterable[T], name: str, depth: int = 2):
+    def __init__(self, items: Iterable[T], name: str):
         self._items = items
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._taken = threading.Event()  # the consumer has taken the last item handed over
         self._stop = threading.Event()
         context = contextvars.copy_context()
         self._thread = threading.Thread(target=context.run, args=(self._work,), name=f"latentsync-{name}",
@@ -39,12 +42,12 @@ class BackgroundStage(Iterator[T]):
         self._thread.start()
 
     def _put(self, item) -> bool:
+        """Hand ``item`` over and wait until the consumer takes it; False when asked to stop first."""
+        self._taken.clear()
+        self._queue.put(item)  # the queue is empty here: the previous item was taken
         while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_S)
+            if self._taken.wait(_POLL_S):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def _work(self) -> None:
@@ -65,6 +68,7 @@ class BackgroundStage(Iterator[T]):
         while True:
             try:
                 item = self._queue.get(timeout=_POLL_S)
+                self._taken.set()
                 break
             except queue.Empty:
                 if not self._thread.is_alive() and self._queue.empty():
@@ -84,16 +88,13 @@ class BackgroundStage(Iterator[T]):
     def close(self) -> None:
         """Stop the thread (it closes its stage's iterator) and wait for it."""
         self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=_POLL_S)  # unblock a producer waiting on a full queue
-            except queue.Empty:
-                pass
         self._thread.join()
+        while not self._queue.empty():  # an item handed over but never taken
+            self._queue.get_nowait()
 
     def __del__(self):
         self._stop.set()
 
 
-def in_background(items: Iterable[T], name: str, depth: int = 1) -> Iterator[T]:
-    return BackgroundStage(items, name, depth)
+def in_background(items: Iterable[T], name: str) -> Iterator[T]:
+    return BackgroundStage(items, name)
