@@ -47,6 +47,7 @@ from .workers import in_background
 
 log = logging.getLogger(__name__)
 
+OUTPUT_CHUNK = 4  # frames per yielded chunk: small, so few finished frames wait for the encoder at a time
 Progress = Callable[[int, int, dict], None]
 Cancel = Callable[[], bool]
 
@@ -241,11 +242,12 @@ class LipSyncPipeline:
                 if on_frame is not None:
                     on_frame(work)
                 finished.append(work)
-            if finished:
-                chunk = np.stack([work.out for work in finished])
-                for work in finished:  # the pixels are in the chunk now: nothing else needs them
-                    work.release_pixels()
-                yield chunk  # 7. finished frames, in display order
+                if len(finished) == OUTPUT_CHUNK or not (pending and pending[0].complete):
+                    chunk = np.stack([w.out for w in finished])
+                    for done in finished:  # the pixels are in the chunk now: nothing else needs them
+                        done.release_pixels()
+                    finished = []
+                    yield chunk  # 7. finished frames, in display order
         if pending:
             raise RuntimeError(f"{len(pending)} frames never got their window")  # a bug, not a user error
 
