@@ -26,19 +26,15 @@ sharpening stand-in restorer from tools/make_tiny_restorer.py) and a --preview c
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from latentsync.face import FaceAligner, FaceDetector, load_mask, plan_restore  # noqa: E402
-from latentsync.face.blend import PasteOptions, paste_face, region_weight  # noqa: E402
-from tools.make_sample import make_frames  # noqa: E402
+from latentsync.face import FaceAligner, FaceDetector, load_mask, plan_restore
+from latentsync.face.blend import PasteOptions, paste_face, region_weight
+from tools.make_sample import make_frames
 
 SKIN_ROWS = (0.37, 0.62)  # aligned-face rows (share of R) holding cheeks and nose sides on both sides of the U
 SKIN_COLS = (0.15, 0.85)
