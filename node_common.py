@@ -213,6 +213,18 @@ def output_video(path: str):
     return result
 
 
+def lipsync_images(images: torch.Tensor, fps: float, audio, settings: LipSyncSettings, model: ModelHandle,
+                   restore_model) -> io.NodeOutput:
+    """Lip-sync an IMAGE batch through the library: (images, audio, preview) for the node's outputs."""
+    from .latentsync.api import lipsync_frames  # at run time: the pipeline imports OpenCV, which sets env vars
+
+    progress, cancel = comfy_progress()
+    result = lipsync_frames(images, fps, audio, settings, models=model, host=comfy_host(), progress=progress,
+                            cancel=cancel, restore_model=restore_model, preview=True)
+    show_on_node(result.faceless)
+    return io.NodeOutput(comfy_image(result.frames), comfy_audio(result.audio), comfy_image(result.preview))
+
+
 def lipsync_video_file(video, audio, settings: LipSyncSettings, model: ModelHandle, restore_model):
     """Stream ``video`` through the library into a temp mp4 and return it as a VIDEO."""
     from .latentsync.api import lipsync_file  # at run time: the pipeline imports OpenCV, which sets env vars

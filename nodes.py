@@ -18,9 +18,9 @@ from typing_extensions import override
 from .latentsync import length_adjuster
 from .latentsync.runtime import ModelHandle
 from .latentsync.settings import DTYPES, VERSIONS
-from .node_common import (CATEGORY, LatentSyncModel, audio_value, comfy_audio, comfy_host, comfy_image,
-                          comfy_progress, control_inputs, face_input, lipsync_video_file, model_inputs,
-                          register_model_folders, settings_for, show_on_node, sync_inputs)
+from .node_common import (CATEGORY, LatentSyncModel, audio_value, comfy_host, control_inputs, face_input,
+                          lipsync_images, lipsync_video_file, model_inputs, register_model_folders, settings_for,
+                          sync_inputs)
 from .nodes_dialogue import DIALOGUE_NODES
 
 log = logging.getLogger("latentsync.comfy")
@@ -65,15 +65,9 @@ class LatentSyncNode(io.ComfyNode):
     def execute(cls, images: torch.Tensor, audio: dict, seed: int = 1247, lips_expression: float = 1.5,
                 inference_steps: int = 20, model: ModelHandle | None = None, fps: float = 25.0,
                 restore_model=None, **controls) -> io.NodeOutput:
-        from .latentsync.api import lipsync_frames  # at run time: the pipeline imports OpenCV, which sets env vars
-
         model = model or ModelHandle()
         settings = settings_for(model, seed, lips_expression, inference_steps, **controls)
-        progress, cancel = comfy_progress()
-        result = lipsync_frames(images, fps, audio_value(audio), settings, models=model, host=comfy_host(),
-                                progress=progress, cancel=cancel, restore_model=restore_model, preview=True)
-        show_on_node(result.faceless)
-        return io.NodeOutput(comfy_image(result.frames), comfy_audio(result.audio), comfy_image(result.preview))
+        return lipsync_images(images, fps, audio_value(audio), settings, model, restore_model)
 
 
 class VideoLengthAdjuster(io.ComfyNode):

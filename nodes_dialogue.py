@@ -13,8 +13,8 @@ from comfy_api.v0_0_2 import io
 from typing_extensions import override
 
 from .latentsync.runtime import ModelHandle
-from .node_common import (CATEGORY, audio_value, comfy_audio, comfy_host, comfy_image, comfy_progress,
-                          control_inputs, lipsync_video_file, model_inputs, settings_for, show_on_node, sync_inputs)
+from .node_common import (CATEGORY, audio_value, control_inputs, lipsync_images, lipsync_video_file, model_inputs,
+                          settings_for, sync_inputs)
 
 DEFAULT_FACES = ("left", "right", "index:2", "index:3")
 
@@ -61,16 +61,10 @@ class LatentSyncDialogue(io.ComfyNode):
     def execute(cls, images: torch.Tensor, fps: float, seed: int = 1247, lips_expression: float = 1.5,
                 inference_steps: int = 20, model: ModelHandle | None = None, restore_model=None,
                 **inputs) -> io.NodeOutput:
-        from .latentsync.api import lipsync_frames  # at run time: the pipeline imports OpenCV, which sets env vars
-
         speakers = _speakers(**{k: inputs.pop(k) for k in list(inputs) if k[:-1] in ("audio_", "face_")})
         model = model or ModelHandle()
-        progress, cancel = comfy_progress()
-        result = lipsync_frames(images, fps, speakers, settings_for(model, seed, lips_expression, inference_steps,
-                                                                    **inputs), models=model, host=comfy_host(),
-                                progress=progress, cancel=cancel, restore_model=restore_model, preview=True)
-        show_on_node(result.faceless)
-        return io.NodeOutput(comfy_image(result.frames), comfy_audio(result.audio), comfy_image(result.preview))
+        settings = settings_for(model, seed, lips_expression, inference_steps, **inputs)
+        return lipsync_images(images, fps, speakers, settings, model, restore_model)
 
 
 class LatentSyncDialogueVideo(io.ComfyNode):
