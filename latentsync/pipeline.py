@@ -35,7 +35,7 @@ from . import timeline as tl
 from .accel import Accelerated, accelerated
 from .denoise import DenoiseContext, denoise_windows, faces_to_tensor, replay_window_draws
 from .errors import CancelledError, NoFaceError
-from .face import FaceAligner, FaceDetector, latent_mask, load_mask
+from .face import FaceAligner, latent_mask, load_mask
 from .face.blend import paste_face
 from .inputs import FrameSource
 from .job import LipSyncJob, prepare_job
@@ -95,9 +95,8 @@ class LipSyncPipeline:
 
     # ------------------------------------------------------------------------------------------ 4. faces
     def _find_faces(self, frames: Iterable, job: LipSyncJob, cancel: Cancel | None) -> Iterator[Batch]:
-        finder = job.faces or DetectedFaces(FaceDetector(
-            backend=job.settings.face_backend, face=job.speakers[0].face, model_dir=self.models.model_dir,
-            allow_download=self.models.allow_download, settings=job.settings.detection()))
+        finder = job.faces or DetectedFaces(job.settings, job.speakers[0].face, self.models.model_dir,
+                                            self.models.allow_download)
         aligners = [FaceAligner(self.models.resolution) for _ in job.speakers]
         builders = [WindowBuilder(k) for k in range(len(job.speakers))]
         found_by_source: dict[int, list] = {}  # the detections of each source frame, for a ping-pong replay
@@ -165,7 +164,7 @@ class LipSyncPipeline:
     def _denoise(self, batches: Iterable[Batch], job: LipSyncJob, progress: Progress | None,
                  cancel: Cancel | None) -> Iterator[Batch]:
         steps = job.settings.steps
-        total = [steps * max(1, math.ceil((job.n_out or 1) / 16)) * len(job.speakers)]
+        total = [steps * max(1, math.ceil((job.n_out or 1) / WINDOW)) * len(job.speakers)]
         done = [0]
 
         def on_step(windows: int) -> None:

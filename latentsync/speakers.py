@@ -82,8 +82,11 @@ class DetectedFaces:
 
     n_speakers = 1
 
-    def __init__(self, detector: FaceDetector):
-        self.detector = detector
+    def __init__(self, settings, face: str, model_dir=None, allow_download: bool = True):
+        """The detector for ``face`` (a face choice) with the settings' backend and search controls — the same
+        one for the streaming pipeline and for a pass over the frames first (``find_faces``)."""
+        self.detector = FaceDetector(backend=settings.face_backend, face=face, model_dir=model_dir,
+                                     allow_download=allow_download, settings=settings.detection())
 
     def find(self, source_index: int, frame: np.ndarray | None) -> list[Detection | None]:
         return [self.detector.detect(frame)]
@@ -118,20 +121,21 @@ def find_faces(frames: Iterable[np.ndarray], speakers: Sequence[Speaker], settin
     makes, frame by frame). Several: every face tracked with a stable id (latentsync.face.FaceTracker), each
     speaker's selector (left, right, index:N, id:K) resolved once — unknown selectors, two speakers on one face
     or an id that never appears are an InputError naming the ids that do appear."""
-    detection = settings.detection()
     selectors = [s.face or settings.face for s in speakers]
     if len(speakers) == 1:
         faces = []
-        with FaceDetector(backend=settings.face_backend, face=selectors[0], model_dir=model_dir,
-                          allow_download=allow_download, settings=detection) as detector:
-            for frame in frames:
+        finder = DetectedFaces(settings, selectors[0], model_dir, allow_download)
+        try:
+            for index, frame in enumerate(frames):
                 _check_cancel(cancel)
-                faces.append([detector.detect(frame)])
+                faces.append(finder.find(index, frame))
+        finally:
+            finder.close()
         return GivenFaces(faces)
     for selector in selectors:
         parse_speaker(selector)
     with FaceTracker(settings.face_backend, model_dir=model_dir, allow_download=allow_download,
-                     settings=detection, fps=fps) as tracker:
+                     settings=settings.detection(), fps=fps) as tracker:
         tracks = track_faces(frames, tracker, selectors, on_frame=lambda i: _check_cancel(cancel))
     ids = tracks.speaker_ids
     log.info("dialogue: speaker faces %s are face ids %s (ids in the clip: %s)", selectors, list(ids), tracks.ids())
