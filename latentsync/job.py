@@ -34,6 +34,7 @@ class LipSyncJob:
     audio: AudioClip  # the output's audio: the caller's original (several speakers: mixed), before fitting
     loop: str = "smooth"  # how a short video is extended (timeline.source_indices)
     source_order: np.ndarray | None = None  # source frame of each output frame, when the source length is known
+    n_source: int | None = None  # the source's frame count, when known
     start: int = 0  # first output frame to produce (a segment)
     faces: FaceFinder | None = None  # None: the face detector with the settings' face choice and controls
     restorer: Callable | None = None  # (generated faces (N, 3, R, R), mouth mask) -> restored faces, on the device
@@ -45,11 +46,7 @@ class LipSyncJob:
     @property
     def keep_detections(self) -> bool:
         """Frames may be played again (a looped video): keep each source frame's faces."""
-        return self.n_out is not None and (self.source_order is None or len(self.source_order) > self.n_source)
-
-    @property
-    def n_source(self) -> int:
-        return int(self.source_order.max()) + 1 if self.source_order is not None and len(self.source_order) else 0
+        return self.n_out is not None and (self.n_source is None or self.n_source < self.n_out)
 
     def face_weight(self, speaker: int, frame_index: int) -> float:
         return self.speakers[speaker].weight(frame_index)
@@ -59,8 +56,7 @@ class LipSyncJob:
         n_out = self.n_out if n_out is None else n_out
         if n_out is None:
             return self.audio.samples, self.audio.sample_rate
-        n = tl.audio_sample_count(n_out, self.fps, self.audio.sample_rate)
-        return tl.fit_audio(self.audio.samples, n), self.audio.sample_rate
+        return fitted_audio(self.audio, n_out, self.fps)
 
 
 def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int | None = None,
@@ -113,7 +109,7 @@ def prepare_job(models, audio, fps, settings: LipSyncSettings, *, n_frames: int 
     if plan is None:
         plan = plan_for(0, 0, models.device.type).with_overrides(settings.window_batch, settings.vae_slice)
     return LipSyncJob(settings, plan, fps, n_out, tracks, mix_tracks([t.clip for t in tracks]), loop, source_order,
-                      start, faces, restorer)
+                      n_frames, start, faces, restorer)
 
 
 def output_length(clips: list[AudioClip], fps: float, settings: LipSyncSettings, n_frames: int | None) -> int | None:
@@ -124,6 +120,11 @@ def output_length(clips: list[AudioClip], fps: float, settings: LipSyncSettings,
     if settings.length_mode == "video" and n_frames is None:
         return None
     return tl.output_frame_count(max(c.duration for c in clips), fps, n_frames, settings.length_mode)
+
+
+def fitted_audio(clip: AudioClip, n_out: int, fps: float) -> tuple[np.ndarray, int]:
+    """``clip`` trimmed / padded with silence to exactly ``n_out`` frames at ``fps`` (timeline.audio_sample_count)."""
+    return tl.fit_audio(clip.samples, tl.audio_sample_count(n_out, fps, clip.sample_rate)), clip.sample_rate
 
 
 def mix_tracks(clips: list[AudioClip]) -> AudioClip:

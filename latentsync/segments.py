@@ -2,7 +2,7 @@
 
     plan = plan_segments(video, audio, settings, segment_frames=480)   # a face pass over the frames, no models
     parts = [run_segment(video, audio, part_path(k), settings, plan, k, models=...) for k in range(len(plan))]
-    join_segments(video, audio, parts, output, settings, plan)          # one H.264 encode with the audio
+    join_segments(video, audio, parts, output, plan)                    # one H.264 encode with the audio
 
 How each segment reproduces exactly what the single-process run does there:
 * faces: the plan's face pass runs the same detector over the source frames in order (the streaming run also
@@ -28,7 +28,7 @@ from .api import FileResult, run_with_models
 from .checkpoints import PACK_CHECKPOINTS
 from .errors import CancelledError, InputError
 from .inputs import FrameSource
-from .job import mix_tracks, output_length
+from .job import fitted_audio, mix_tracks, output_length
 from .pipeline import LipSyncPipeline
 from .settings import LipSyncSettings
 from .speakers import GivenFaces, as_speakers, find_faces
@@ -137,15 +137,13 @@ def part_is_complete(part: str | Path, frames: int) -> bool:
         return False
 
 
-def join_segments(video: str | Path, audio, parts: list[str | Path], output: str | Path, settings: LipSyncSettings,
+def join_segments(video: str | Path, audio, parts: list[str | Path], output: str | Path,
                   plan: SegmentPlan) -> FileResult:
     """Decode the parts in order and write ``output`` once (H.264 + the original audio fitted, as lipsync_file)."""
     info = probe(video)
     speakers = as_speakers(video if audio is None else audio)
-    audio_clip = mix_tracks([s.audio for s in speakers])
-    samples = tl.fit_audio(audio_clip.samples, tl.audio_sample_count(plan.n_out, plan.fps, audio_clip.sample_rate))
-    with VideoWriter(output, info.rate or info.fps, info.width, info.height,
-                     audio=(samples, audio_clip.sample_rate)) as writer:
+    output_audio = fitted_audio(mix_tracks([s.audio for s in speakers]), plan.n_out, plan.fps)
+    with VideoWriter(output, info.rate or info.fps, info.width, info.height, audio=output_audio) as writer:
         for part in parts:
             for chunk in iter_frames(part):
                 writer.write(chunk)

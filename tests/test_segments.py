@@ -46,7 +46,7 @@ def test_segments_joined_equal_the_single_process_run(pipe, clip, tmp_path):
     parts = []
     for k in reversed(range(len(plan))):  # any order, any worker: each segment stands alone
         parts.insert(0, run_segment(video, wav, tmp_path / f"part{k}.mkv", SETTINGS, plan, k, models=pipe.models).output)
-    joined = join_segments(video, wav, parts, tmp_path / "joined.mp4", SETTINGS, plan)
+    joined = join_segments(video, wav, parts, tmp_path / "joined.mp4", plan)
     assert joined.frames == 90
     lossless = np.concatenate([np.concatenate(list(iter_frames(p))) for p in parts])
     frames = []  # the single-process frames as they go to the encoder

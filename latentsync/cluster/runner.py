@@ -149,7 +149,7 @@ def _join(job: Job, plan, parts: list[UnitResult]) -> UnitResult:
 
     paths = [WorkUnit(job, k, plan).part for k in range(len(plan))]
     try:
-        result = join_segments(job.video, job.audio, paths, job.output, job.settings, plan)
+        result = join_segments(job.video, job.audio, paths, job.output, plan)
     except LatentSyncError as e:
         return UnitResult(line=job.line, output=str(job.output), status=FAILED, message=f"joining the parts: {e}")
     for path in paths:
